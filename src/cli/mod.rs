@@ -1,0 +1,129 @@
+//! The command line: clap definitions, one module per subcommand, and the
+//! exit codes every subcommand shares.
+
+mod check;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
+
+use crate::config::{DEFAULT_CONFIG_PATH, LogFormat};
+use crate::telemetry::Overrides;
+
+/// Exit codes, the same for every subcommand (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Success = 0,
+    /// An operational failure: a check, rollback or verification failed.
+    Failure = 1,
+    /// Usage or configuration error.
+    Usage = 2,
+}
+
+impl From<Exit> for ExitCode {
+    fn from(e: Exit) -> Self {
+        ExitCode::from(e as u8)
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rollbackd",
+    version,
+    about = "Watches services right after they are deployed and rolls them back when they go bad",
+    long_about = None,
+    after_help = "Examples:\n  rollbackd check -c /etc/rollbackd/rollbackd.toml\n  rollbackd run -c /etc/rollbackd/rollbackd.toml"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// The main configuration file
+    #[arg(short = 'c', long = "config", env = "ROLLBACKD_CONFIG", default_value = DEFAULT_CONFIG_PATH, global = true, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Log format; overrides daemon.log_format
+    #[arg(long, env = "ROLLBACKD_LOG_FORMAT", global = true, value_enum)]
+    pub log_format: Option<LogFormatArg>,
+    /// Log level or filter (e.g. "debug" or "info,rollbackd=trace"); overrides daemon.log_level
+    #[arg(long, env = "ROLLBACKD_LOG_LEVEL", global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Global {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            format: self.log_format.map(|f| match f {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            }),
+            level: self.log_level.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon
+    #[command(
+        after_help = "Example:\n  rollbackd run -c /etc/rollbackd/rollbackd.toml\n\nReloads on SIGHUP and on any change to the configuration files; stops on SIGTERM or SIGINT."
+    )]
+    Run,
+    /// Validate the configuration and print every error as FILE:LINE:COLUMN
+    #[command(
+        after_help = "Example:\n  rollbackd check -c /etc/rollbackd/rollbackd.toml\n\nExit status: 0 valid, 2 invalid."
+    )]
+    Check,
+    /// Print a shell completion script
+    #[command(
+        after_help = "Example:\n  rollbackd completions bash > /usr/share/bash-completion/completions/rollbackd"
+    )]
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff)
+    #[command(
+        after_help = "Example:\n  rollbackd manpage | gzip > /usr/share/man/man1/rollbackd.1.gz"
+    )]
+    Manpage,
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub fn dispatch(cli: Cli) -> ExitCode {
+    let exit = match &cli.command {
+        Command::Run => run::run(&cli.global),
+        Command::Check => check::check(&cli.global),
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                *shell,
+                &mut Cli::command(),
+                "rollbackd",
+                &mut std::io::stdout(),
+            );
+            Exit::Success
+        }
+        Command::Manpage => {
+            match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+                Ok(()) => Exit::Success,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Exit::Failure
+                }
+            }
+        }
+    };
+    exit.into()
+}

@@ -1,0 +1,54 @@
+//! `rollbackd run`: loads the configuration (refusing to start on an invalid
+//! one), installs the logger and runs the daemon until it is told to stop.
+
+use super::{Exit, Global};
+use crate::config::{self, Redactor};
+use crate::daemon;
+use crate::telemetry::Telemetry;
+
+pub fn run(global: &Global) -> Exit {
+    let cfg = match config::load(&global.config) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprint!("{}", errors.render());
+            eprintln!("{}: {errors}; not starting", global.config.display());
+            return Exit::Usage;
+        }
+    };
+    let redactor = Redactor::default();
+    redactor.add(&cfg.secrets);
+    let telemetry = match Telemetry::init(
+        cfg.daemon.log_format,
+        &cfg.daemon.log_level,
+        global.overrides(),
+        redactor.clone(),
+    ) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Exit::Usage;
+        }
+    };
+    for w in &cfg.warnings {
+        tracing::warn!(warning = %w, "configuration warning");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("rollbackd")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return Exit::Failure;
+        }
+    };
+    match runtime.block_on(daemon::run(cfg, telemetry, redactor.clone())) {
+        Ok(()) => Exit::Success,
+        Err(e) => {
+            let msg = redactor.redact(&e.to_string());
+            tracing::error!(error = %msg, "rollbackd failed");
+            Exit::Failure
+        }
+    }
+}
