@@ -61,11 +61,14 @@ impl Telemetry {
         let (j1, j2) = (json.clone(), json.clone());
         let text = tracing_subscriber::fmt::layer()
             .with_writer(writer.clone())
+            .with_target(false)
             .with_ansi(std::io::stderr().is_terminal())
             .with_filter(dynamic_filter_fn(move |_, _| !j1.load(Ordering::Relaxed)));
         let json_layer = tracing_subscriber::fmt::layer()
             .json()
             .flatten_event(true)
+            // "target" is the watched workload in rollbackd's own fields.
+            .with_target(false)
             .with_current_span(false)
             .with_span_list(true)
             .with_writer(writer)

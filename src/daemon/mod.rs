@@ -290,11 +290,11 @@ impl Supervisor {
         } else {
             info!(
                 cause,
-                added = ?d.added,
-                removed = ?d.removed,
-                changed = ?d.changed,
+                added = %d.added.join(","),
+                removed = %d.removed.join(","),
+                changed = %d.changed.join(","),
                 kept = d.kept.len(),
-                logging = ?logging,
+                logging = %logging.join(","),
                 "configuration reloaded"
             );
         }

@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use notify::{RecommendedWatcher, RecursiveMode};
+use notify::event::{AccessKind, AccessMode};
+use notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{DebounceEventResult, Debouncer, RecommendedCache, new_debouncer};
 use tokio::sync::mpsc;
 
@@ -75,6 +76,16 @@ impl Interest {
     }
 }
 
+/// Whether an event can mean new content. Reading the files (as every
+/// reload does) raises access events: reacting to those would loop.
+fn changes(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 fn absolute(p: &Path) -> PathBuf {
     std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
 }
@@ -91,9 +102,12 @@ impl ConfigWatcher {
         let seen = interest.clone();
         let debouncer = new_debouncer(DEBOUNCE, None, move |res: DebounceEventResult| match res {
             Ok(events) => {
-                let wanted = seen
-                    .read()
-                    .is_ok_and(|i| events.iter().any(|e| e.paths.iter().any(|p| i.wants(p))));
+                let wanted = seen.read().is_ok_and(|i| {
+                    events
+                        .iter()
+                        .filter(|e| changes(&e.kind))
+                        .any(|e| e.paths.iter().any(|p| i.wants(p)))
+                });
                 if wanted {
                     // A full queue already holds a reload that will rescan.
                     let _ = control.try_send(Control::Reload {
@@ -168,6 +182,22 @@ mod tests {
         assert!(i.wants(Path::new("/srv/extra/..data")));
         assert!(!i.wants(Path::new("/srv/extra/unrelated.toml")));
         assert!(!i.wants(Path::new("/etc/rollbackd/rollbackd.toml.swp")));
+    }
+
+    #[test]
+    fn reading_a_file_is_not_a_change_but_closing_a_written_one_is() {
+        use notify::event::{CreateKind, ModifyKind};
+        assert!(!changes(&EventKind::Access(AccessKind::Open(
+            AccessMode::Read
+        ))));
+        assert!(!changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Read
+        ))));
+        assert!(changes(&EventKind::Access(AccessKind::Close(
+            AccessMode::Write
+        ))));
+        assert!(changes(&EventKind::Modify(ModifyKind::Any)));
+        assert!(changes(&EventKind::Create(CreateKind::File)));
     }
 
     #[test]

@@ -1,0 +1,253 @@
+//! Drives the real `rollbackd` binary for end-to-end tests: starts it on a
+//! free port, collects its JSON log lines, and talks HTTP to it.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_rollbackd");
+
+/// A `rollbackd run` process.
+pub struct Daemon {
+    child: Child,
+    pub addr: Option<SocketAddr>,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+/// A command for the binary with a clean, predictable environment.
+pub fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("ROLLBACKD_CONFIG")
+        .env_remove("ROLLBACKD_LOG_LEVEL")
+        .env_remove("ROLLBACKD_LOG_FORMAT")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("WATCHDOG_USEC")
+        .env("RUST_BACKTRACE", "0");
+    cmd
+}
+
+impl Daemon {
+    /// Starts `rollbackd run -c CONFIG` with JSON logs and waits until it
+    /// says it started (or exited).
+    pub fn start(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let mut cmd = command(&["run", "-c", config.to_str().unwrap()]);
+        cmd.env("ROLLBACKD_LOG_FORMAT", "json");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::spawn(cmd)
+    }
+
+    pub fn spawn(mut cmd: Command) -> Daemon {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start rollbackd");
+        let stderr = child.stderr.take().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let mut d = Daemon {
+            child,
+            addr: None,
+            logs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Some(addr) = d
+                .find_log("rollbackd started")
+                .and_then(|l| field(&l, "addr"))
+            {
+                d.addr = Some(addr.parse().expect("addr field"));
+                return d;
+            }
+            if d.child.try_wait().unwrap().is_some() {
+                return d;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "rollbackd did not start in 20 s; logs:\n{}",
+            d.logs().join("\n")
+        );
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    pub fn find_log(&self, needle: &str) -> Option<String> {
+        self.logs().into_iter().find(|l| l.contains(needle))
+    }
+
+    pub fn count_logs(&self, needle: &str) -> usize {
+        self.logs().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    pub fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.addr.expect("daemon is listening"), path)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args(["-s", sig, &self.pid().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -s {sig} failed");
+    }
+
+    /// Waits for the process to exit, killing it after `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                // Let the reader thread drain the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// A metric's value from `/metrics` (the first sample line starting with `series`).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics");
+        body.lines()
+            .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let (code, body) = self.get("/status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).expect("status is JSON")
+    }
+
+    pub fn watch_names(&self) -> Vec<String> {
+        self.status()["watches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A string field of a JSON log line.
+pub fn field(line: &str, name: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    v.get(name).and_then(|f| f.as_str()).map(str::to_owned)
+}
+
+/// Polls `cond` every 20 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A plain HTTP/1.1 GET; returns the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// A scratch configuration: a main file, a `watches.d` directory and a state
+/// directory, in a temporary directory removed at drop.
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+pub const COMMAND_WATCH: &str = r#"
+[[watch]]
+name = "NAME"
+target = { kind = "command", rollback = ["/bin/true"] }
+[[watch.health]]
+url = "http://127.0.0.1:9/health"
+timeout = "1s"
+"#;
+
+impl Scratch {
+    pub fn new(daemon_extra: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Scratch { dir };
+        std::fs::create_dir(s.path("watches.d")).unwrap();
+        s.write_main(daemon_extra);
+        s
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn main(&self) -> PathBuf {
+        self.path("rollbackd.toml")
+    }
+
+    pub fn write_main(&self, daemon_extra: &str) {
+        let text = format!(
+            "[daemon]\nwatches = [\"watches.d\"]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n{daemon_extra}\n\n[defaults]\ninterval = \"1s\"\nnotify = [\"audit\"]\n\n[notifiers.audit]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/audit\"\n"
+        );
+        std::fs::write(self.main(), text).unwrap();
+    }
+
+    /// Writes a watch file atomically (write, then rename), as config
+    /// management tools do.
+    pub fn write_watch(&self, file: &str, text: &str) {
+        let tmp = self.path(&format!("watches.d/.{file}.tmp"));
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, self.path(&format!("watches.d/{file}"))).unwrap();
+    }
+
+    pub fn command_watch(name: &str) -> String {
+        COMMAND_WATCH.replace("NAME", name)
+    }
+}
