@@ -798,10 +798,10 @@ fn read_settings(
         ("rollout_timeout", &mut s.rollout_timeout),
         ("verify_for", &mut s.verify_for),
     ] {
-        if let Some(v) = t.get(key) {
-            if let Some(d) = cx.duration(key, v) {
-                *slot = d;
-            }
+        if let Some(v) = t.get(key)
+            && let Some(d) = cx.duration(key, v)
+        {
+            *slot = d;
         }
     }
     if let Some(v) = t.peek("arm_window")
@@ -818,12 +818,12 @@ fn read_settings(
     {
         cx.error(&v.span(), "\"rollout_timeout\" must be at least 10ms");
     }
-    if let Some(v) = t.get("notify") {
-        if let Some(list) = cx.string_list("notify", v) {
-            s.notify = list.into_iter().map(|(n, _)| n).collect();
-            if let Some(known) = notifiers {
-                check_notify_refs(cx, &s.notify, v, known);
-            }
+    if let Some(v) = t.get("notify")
+        && let Some(list) = cx.string_list("notify", v)
+    {
+        s.notify = list.into_iter().map(|(n, _)| n).collect();
+        if let Some(known) = notifiers {
+            check_notify_refs(cx, &s.notify, v, known);
         }
     }
     if let Some(v) = t.get("dry_run") {
@@ -1293,13 +1293,13 @@ fn read_prom_check(
     if let Some((f, span)) = &inc
         && *f <= 1.0
     {
-        cx.error(&span, format!("\"max_increase\" is a factor over the baseline and must be above 1 (2.0 means twice the baseline), not {f}"));
+        cx.error(span, format!("\"max_increase\" is a factor over the baseline and must be above 1 (2.0 means twice the baseline), not {f}"));
         ok = false;
     }
     if let Some((f, span)) = &dec
         && !(*f > 0.0 && *f < 1.0)
     {
-        cx.error(&span, format!("\"min_decrease\" is a factor of the baseline and must be between 0 and 1 (0.5 means half the baseline), not {f}"));
+        cx.error(span, format!("\"min_decrease\" is a factor of the baseline and must be between 0 and 1 (0.5 means half the baseline), not {f}"));
         ok = false;
     }
     let on_no_data = match t.get("on_no_data") {
