@@ -11,7 +11,11 @@ use support::command;
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut cmd = command(args);
     cmd.envs(env.iter().copied());
-    let Output { status, stdout, stderr } = cmd.output().expect("run rollbackd");
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run rollbackd");
     (
         status.code(),
         String::from_utf8(stdout).unwrap(),
@@ -20,7 +24,10 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
 }
 
 const EXAMPLE_ENV: &[(&str, &str)] = &[
-    ("SLACK_WEBHOOK_URL", "https://hooks.slack.test/services/T/B/example"),
+    (
+        "SLACK_WEBHOOK_URL",
+        "https://hooks.slack.test/services/T/B/example",
+    ),
     ("SMTP_PASSWORD", "example-password"),
 ];
 
@@ -28,10 +35,22 @@ const EXAMPLE_ENV: &[(&str, &str)] = &[
 fn the_shipped_example_configuration_is_valid() {
     let (code, out, err) = run(&["check", "-c", "etc/rollbackd.toml"], EXAMPLE_ENV);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.starts_with("etc/rollbackd.toml: configuration is valid\n"), "{out}");
-    assert!(out.contains("watches:   2 (1 command, 1 deployment) in 2 files"), "{out}");
-    assert!(out.contains("checks:    5 (2 health, 2 prometheus, 1 alert)"), "{out}");
-    assert!(out.contains("notifiers: audit (webhook), oncall-email (email), ops-slack (slack)"), "{out}");
+    assert!(
+        out.starts_with("etc/rollbackd.toml: configuration is valid\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("watches:   2 (1 command, 1 deployment) in 2 files"),
+        "{out}"
+    );
+    assert!(
+        out.contains("checks:    5 (2 health, 2 prometheus, 1 alert)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("notifiers: audit (webhook), oncall-email (email), ops-slack (slack)"),
+        "{out}"
+    );
     assert!(out.contains("shop-web"), "{out}");
     assert_eq!(err, "", "no warnings in the example");
 }
@@ -44,13 +63,22 @@ fn the_example_names_its_missing_environment_variables() {
         err.contains("etc/rollbackd.toml:54:15: \"webhook_url\": environment variable SLACK_WEBHOOK_URL is not set"),
         "{err}"
     );
-    assert!(err.contains("environment variable SMTP_PASSWORD is not set"), "{err}");
-    assert!(err.ends_with("etc/rollbackd.toml: 2 configuration errors\n"), "{err}");
+    assert!(
+        err.contains("environment variable SMTP_PASSWORD is not set"),
+        "{err}"
+    );
+    assert!(
+        err.ends_with("etc/rollbackd.toml: 2 configuration errors\n"),
+        "{err}"
+    );
 }
 
 #[test]
 fn the_config_file_comes_from_the_environment_when_not_given() {
-    let (code, out, _) = run(&["check"], &[EXAMPLE_ENV, &[("ROLLBACKD_CONFIG", "etc/rollbackd.toml")]].concat());
+    let (code, out, _) = run(
+        &["check"],
+        &[EXAMPLE_ENV, &[("ROLLBACKD_CONFIG", "etc/rollbackd.toml")]].concat(),
+    );
     assert_eq!(code, Some(0));
     assert!(out.starts_with("etc/rollbackd.toml: configuration is valid"));
 }
@@ -60,7 +88,9 @@ fn a_missing_configuration_file_is_a_configuration_error() {
     let (code, _, err) = run(&["check", "-c", "/nonexistent/rollbackd.toml"], &[]);
     assert_eq!(code, Some(2));
     assert!(
-        err.starts_with("/nonexistent/rollbackd.toml:1:1: cannot read the file: no such file or directory\n"),
+        err.starts_with(
+            "/nonexistent/rollbackd.toml:1:1: cannot read the file: no such file or directory\n"
+        ),
         "{err}"
     );
 }
@@ -77,7 +107,10 @@ fn every_subcommand_has_help_with_an_example() {
     for sub in ["run", "check", "completions", "manpage"] {
         let (code, out, _) = run(&[sub, "--help"], &[]);
         assert_eq!(code, Some(0), "{sub}");
-        assert!(out.contains("Example:"), "{sub} --help has no example:\n{out}");
+        assert!(
+            out.contains("Example:"),
+            "{sub} --help has no example:\n{out}"
+        );
     }
     let (_, out, _) = run(&["--help"], &[]);
     for sub in ["run", "check"] {
@@ -89,7 +122,10 @@ fn every_subcommand_has_help_with_an_example() {
 fn completions_and_man_page_come_from_the_same_definitions() {
     let (code, out, _) = run(&["completions", "bash"], &[]);
     assert_eq!(code, Some(0));
-    assert!(out.contains("rollbackd__check") || out.contains("check"), "{out}");
+    assert!(
+        out.contains("rollbackd__check") || out.contains("check"),
+        "{out}"
+    );
     let (code, out, _) = run(&["manpage"], &[]);
     assert_eq!(code, Some(0));
     assert!(out.contains(".TH rollbackd"), "{out}");
@@ -132,7 +168,10 @@ fn the_systemd_unit_is_hardened() {
     let text = String::from_utf8_lossy(&out.stdout);
     let score: f64 = text
         .lines()
-        .find_map(|l| l.split("Overall exposure level for rollbackd.service: ").nth(1))
+        .find_map(|l| {
+            l.split("Overall exposure level for rollbackd.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure score in:\n{text}"));

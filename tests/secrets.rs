@@ -140,7 +140,7 @@ fn check_output_and_its_errors_hold_no_secret() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr.contains("\"webhook_url\" is not a valid http:// or https:// URL"),
+        stderr.contains("\"webhook_url\" is not an http:// or https:// URL"),
         "{stderr}"
     );
     assert!(

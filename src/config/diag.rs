@@ -130,7 +130,22 @@ pub fn did_you_mean<'a>(
     candidates
         .into_iter()
         .map(|c| {
-            let score = strsim::normalized_damerau_levenshtein(&input_lower, c);
+            let mut score = strsim::normalized_damerau_levenshtein(&input_lower, c);
+            // "warning" for "warn", "dry" for "dry_run": a prefix is a strong hint.
+            let (short, long) = if c.len() < input_lower.len() {
+                (c, input_lower.as_str())
+            } else {
+                (input_lower.as_str(), c)
+            };
+            if short.len() >= 3 && long.starts_with(short) {
+                score = score.max(0.8);
+            }
+            // "smtp_pasword" for "password": the misspelt last word decides.
+            if let Some((_, last)) = input_lower.rsplit_once('_')
+                && last.len() >= 4
+            {
+                score = score.max(0.95 * strsim::normalized_damerau_levenshtein(last, c));
+            }
             (score, c)
         })
         .filter(|(score, _)| *score >= 0.6)
@@ -161,5 +176,13 @@ mod tests {
             Some("did you mean \"failure_threshold\"?")
         );
         assert_eq!(did_you_mean("zzzzzz", keys), None);
+        assert_eq!(
+            did_you_mean("smtp_pasword", ["smtp_port", "password"]).as_deref(),
+            Some("did you mean \"password\"?")
+        );
+        assert_eq!(
+            did_you_mean("warning", ["warn", "info"]).as_deref(),
+            Some("did you mean \"warn\"?")
+        );
     }
 }

@@ -106,6 +106,8 @@ fn parse<'a>(
 /// What the main file provides to the watch files.
 struct Shared<'a> {
     defaults: &'a WatchSettings,
+    /// False when `[defaults] interval` was invalid (and reported).
+    defaults_interval_ok: bool,
     /// Declared names, valid or not: a reference to a notifier whose own
     /// table has an error is not a second error.
     notifiers: &'a BTreeSet<String>,
@@ -139,7 +141,7 @@ fn load_inner(
     let mut root = Table::new(doc.get_ref(), doc.span(), "the main file".into());
 
     let daemon = read_daemon(&mut cx, root.get("daemon"));
-    let defaults = match root.get("defaults") {
+    let (defaults, defaults_interval_ok) = match root.get("defaults") {
         Some(v) => cx
             .table("defaults", v, "[defaults]")
             .map(|mut t| {
@@ -148,7 +150,7 @@ fn load_inner(
                 s
             })
             .unwrap_or_default(),
-        None => WatchSettings::default(),
+        None => (WatchSettings::default(), true),
     };
     let kubernetes = read_kubernetes(&mut cx, root.get("kubernetes"));
     let sources = read_named(
@@ -170,6 +172,7 @@ fn load_inner(
 
     let shared = Shared {
         defaults: &defaults,
+        defaults_interval_ok,
         notifiers: &notifier_names,
         sources: &source_names,
     };
@@ -327,9 +330,10 @@ fn read_daemon(cx: &mut Ctx<'_>, v: Option<&Value<'_>>) -> DaemonSettings {
     {
         match SocketAddr::from_str(&s) {
             Ok(a) => d.listen = a,
-            Err(_) => cx.error(
+            Err(_) => cx.error_hint(
                 &v.span(),
                 format!("\"listen\": \"{s}\" is not an address and port like \"127.0.0.1:9187\""),
+                Some("write an IP address; host names are not resolved, and \"[::]:9187\" or \"0.0.0.0:9187\" listen everywhere".into()),
             ),
         }
     }
@@ -345,14 +349,9 @@ fn read_daemon(cx: &mut Ctx<'_>, v: Option<&Value<'_>>) -> DaemonSettings {
     if let Some(v) = t.get("log_level")
         && let Some(s) = cx.string("log_level", v)
     {
-        if tracing_subscriber::EnvFilter::builder().parse(&s).is_ok() {
-            d.log_level = s;
-        } else {
-            cx.error_hint(
-                &v.span(),
-                format!("\"log_level\": \"{s}\" is not a level or filter"),
-                Some("use error, warn, info, debug or trace, or a filter like \"info,rollbackd=debug\"".into()),
-            );
+        match log_level_problem(&s) {
+            None => d.log_level = s,
+            Some((message, hint)) => cx.error_hint(&v.span(), message, Some(hint)),
         }
     }
     d.control_token = cx.secret(&mut t, "control_token", "control_token_file");
@@ -372,6 +371,28 @@ fn read_daemon(cx: &mut Ctx<'_>, v: Option<&Value<'_>>) -> DaemonSettings {
     }
     t.finish(cx);
     d
+}
+
+/// Why a `log_level` is unusable, with a hint. A bare word is a target
+/// filter to `EnvFilter`, so `"warning"` would silently log nothing: only
+/// level names may stand alone.
+pub(super) fn log_level_problem(s: &str) -> Option<(String, String)> {
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let usage = "use error, warn, info, debug or trace, or a filter like \"info,rollbackd=debug\"";
+    if tracing_subscriber::EnvFilter::builder().parse(s).is_err() {
+        return Some((
+            format!("\"log_level\": \"{s}\" is not a level or filter"),
+            usage.into(),
+        ));
+    }
+    let bare = s
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty() && !d.contains('=') && !d.contains('['))
+        .find(|d| !LEVELS.contains(&d.to_ascii_lowercase().as_str()))?;
+    let hint = did_you_mean(bare, LEVELS)
+        .unwrap_or_else(|| format!("{usage}; to filter by module write \"{bare}=debug\""));
+    Some((format!("\"log_level\": \"{bare}\" is not a level"), hint))
 }
 
 fn warn_short_secret(cx: &mut Ctx<'_>, t: &Table<'_, '_>, keys: &[&str], s: Option<&Secret>) {
@@ -471,8 +492,10 @@ fn http_url(cx: &mut Ctx<'_>, key: &str, s: &str, span: &Range<usize>) -> bool {
             }
             true
         }
-        // The value may hold a token: say what is wrong, never echo it.
-        Ok(u) if !matches!(u.scheme(), "http" | "https") => {
+        // The value may hold a token: say what is wrong, never echo it. Only
+        // a well-known scheme is named; anything else may be part of a secret
+        // (`token:x` parses as scheme "token").
+        Ok(u) if KNOWN_SCHEMES.contains(&u.scheme()) => {
             cx.error(
                 span,
                 format!(
@@ -483,14 +506,21 @@ fn http_url(cx: &mut Ctx<'_>, key: &str, s: &str, span: &Range<usize>) -> bool {
             false
         }
         _ => {
-            cx.error(
+            cx.error_hint(
                 span,
-                format!("\"{key}\" is not a valid http:// or https:// URL"),
+                format!("\"{key}\" is not an http:// or https:// URL"),
+                Some("write the scheme, like \"http://host:port/path\"".into()),
             );
             false
         }
     }
 }
+
+/// Schemes that are safe to name in an error message.
+const KNOWN_SCHEMES: &[&str] = &[
+    "ftp", "ftps", "file", "tcp", "udp", "unix", "ws", "wss", "grpc", "smtp", "smtps", "mailto",
+    "ssh", "git", "redis", "postgres", "mysql", "amqp", "ldap", "s3",
+];
 
 fn read_source_table(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<PrometheusSource> {
     let mut t = cx.table(name, v, format!("[prometheus.{name}]"))?;
@@ -552,17 +582,23 @@ fn read_source_table(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<Prom
 /// HTTP headers; every value is treated as a secret (they carry tokens).
 fn read_headers(cx: &mut Ctx<'_>, v: &Value<'_>) -> Option<BTreeMap<String, Secret>> {
     let map = cx.string_map("headers", v, Sensitivity::Secret)?;
+    let key_span = |name: &str| {
+        v.get_ref()
+            .as_table()
+            .and_then(|t| t.iter().find(|(k, _)| k.get_ref() == name))
+            .map_or(v.span(), |(k, _)| k.span())
+    };
     let mut ok = true;
     for (k, val) in &map {
         if reqwest::header::HeaderName::from_bytes(k.as_bytes()).is_err() {
             cx.error(
-                &v.span(),
+                &key_span(k),
                 format!("\"headers\": \"{k}\" is not a valid header name"),
             );
             ok = false;
         } else if reqwest::header::HeaderValue::from_str(val).is_err() {
             cx.error(
-                &v.span(),
+                &key_span(k),
                 format!("\"headers\": the value of \"{k}\" is not a valid header value"),
             );
             ok = false;
@@ -598,22 +634,32 @@ fn optional<T>(
 
 fn read_notifier(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<Notifier> {
     let mut t = cx.table(name, v, format!("[notifiers.{name}]"))?;
-    let kind_v = t.require(cx, "type")?;
     #[derive(Clone, Copy)]
     enum Kind {
         Slack,
         Email,
         Webhook,
     }
-    let kind = cx.choice(
-        "type",
-        kind_v,
-        &[
-            ("slack", Kind::Slack),
-            ("email", Kind::Email),
-            ("webhook", Kind::Webhook),
-        ],
-    )?;
+    const TYPES: &[(&str, Kind)] = &[
+        ("slack", Kind::Slack),
+        ("email", Kind::Email),
+        ("webhook", Kind::Webhook),
+    ];
+    let kind = match t.get("type") {
+        Some(v) => cx.choice("type", v, TYPES),
+        None => {
+            cx.error_hint(
+                &t.span,
+                format!("{} is missing the required key \"type\"", t.what),
+                Some("it is \"slack\", \"email\" or \"webhook\"; use \"webhook\" for any other service".into()),
+            );
+            None
+        }
+    };
+    let Some(kind) = kind else {
+        t.finish_any_variant(cx, NOTIFIER_KEYS);
+        return None;
+    };
     let timeout_default = match kind {
         Kind::Email => Duration::from_secs(30),
         _ => Duration::from_secs(10),
@@ -652,7 +698,7 @@ fn read_notifier(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<Notifier
                 timeout: timeout?,
             })
         }
-        Kind::Email => read_email(cx, t, timeout?)?,
+        Kind::Email => read_email(cx, t, timeout)?,
     };
     Some(n)
 }
@@ -697,7 +743,34 @@ fn mailbox(cx: &mut Ctx<'_>, key: &str, s: &str, span: &Range<usize>) -> bool {
     }
 }
 
-fn read_email(cx: &mut Ctx<'_>, mut t: Table<'_, '_>, timeout: Duration) -> Option<Notifier> {
+/// Every key of every notifier type.
+const NOTIFIER_KEYS: &[&str] = &[
+    "timeout",
+    "webhook_url",
+    "webhook_url_file",
+    "channel",
+    "username",
+    "icon_emoji",
+    "url",
+    "url_file",
+    "headers",
+    "hmac_secret",
+    "hmac_secret_file",
+    "smtp_host",
+    "smtp_port",
+    "tls",
+    "password",
+    "password_file",
+    "ca_file",
+    "from",
+    "to",
+];
+
+fn read_email(
+    cx: &mut Ctx<'_>,
+    mut t: Table<'_, '_>,
+    timeout: Option<Duration>,
+) -> Option<Notifier> {
     let host = t
         .require(cx, "smtp_host")
         .and_then(|v| cx.nonempty_string("smtp_host", v));
@@ -725,8 +798,12 @@ fn read_email(cx: &mut Ctx<'_>, mut t: Table<'_, '_>, timeout: Duration) -> Opti
     let password = cx.secret(&mut t, "password", "password_file");
     warn_short_secret(cx, &t, &["password", "password_file"], password.as_ref());
     if password.is_some() && !matches!(username, Ok(Some(_))) {
+        let at = t
+            .peek("password")
+            .or_else(|| t.peek("password_file"))
+            .map_or(t.span.clone(), |v| v.span());
         cx.error(
-            &t.span,
+            &at,
             format!("{} sets a password but no \"username\"", t.what),
         );
     }
@@ -757,7 +834,7 @@ fn read_email(cx: &mut Ctx<'_>, mut t: Table<'_, '_>, timeout: Duration) -> Opti
         ca_file: ca_file.ok()?,
         from: from?,
         to: to?,
-        timeout,
+        timeout: timeout?,
     }))
 }
 
@@ -768,12 +845,16 @@ fn read_settings(
     t: &mut Table<'_, '_>,
     base: &WatchSettings,
     notifiers: Option<&BTreeSet<String>>,
-) -> WatchSettings {
+) -> (WatchSettings, bool) {
     let mut s = base.clone();
+    // Whether `interval` is this table's own valid value (or not set here);
+    // checks compared with an invalid interval would report nonsense.
+    let mut interval_ok = true;
     if let Some(v) = t.get("interval") {
-        s.interval = cx
-            .duration_min("interval", v, MIN_INTERVAL)
-            .unwrap_or(s.interval);
+        match cx.duration_min("interval", v, MIN_INTERVAL) {
+            Some(d) => s.interval = d,
+            None => interval_ok = false,
+        }
     }
     if let Some(v) = t.get("failure_threshold") {
         s.failure_threshold = cx
@@ -832,7 +913,7 @@ fn read_settings(
     if let Some(v) = t.get("rollout_check") {
         s.rollout_check = cx.bool("rollout_check", v).unwrap_or(s.rollout_check);
     }
-    s
+    (s, interval_ok)
 }
 
 fn check_notify_refs(cx: &mut Ctx<'_>, names: &[String], v: &Value<'_>, known: &BTreeSet<String>) {
@@ -962,7 +1043,10 @@ fn read_watch_inner(
     }
     name_out.clone_from(&name);
     let target = t.require(cx, "target").and_then(|v| read_target(cx, v));
-    let settings = read_settings(cx, &mut t, shared.defaults, Some(shared.notifiers));
+    let (settings, own_interval_ok) =
+        read_settings(cx, &mut t, shared.defaults, Some(shared.notifiers));
+    let interval_known =
+        own_interval_ok && (t.peek("interval").is_some() || shared.defaults_interval_ok);
     if let (Some(Target::Command(_)), Some(v)) = (&target, t.peek("rollout_check")) {
         cx.error(
             &v.span(),
@@ -970,18 +1054,20 @@ fn read_watch_inner(
         );
     }
 
-    let mut names: BTreeMap<String, ()> = BTreeMap::new();
+    let mut names: BTreeMap<String, Location> = BTreeMap::new();
     let mut ok = true;
     let mut unique = |cx: &mut Ctx<'_>, name: &str, span: &Range<usize>| {
-        if names.insert(name.to_owned(), ()).is_some() {
+        if let Some(first) = names.get(name) {
             cx.error(
                 span,
                 format!(
-                    "two checks of this watch are named \"{name}\"; give each a distinct \"name\""
+                    "two checks of this watch are named \"{name}\" (the first at line {}); give each a distinct \"name\"",
+                    first.line
                 ),
             );
             false
         } else {
+            names.insert(name.to_owned(), cx.loc(span));
             true
         }
     };
@@ -991,7 +1077,7 @@ fn read_watch_inner(
         let items = cx.tables("watch.health", v);
         let n = items.len();
         for (i, (ht, hspan)) in items.into_iter().enumerate() {
-            match read_health(cx, ht, hspan.clone(), i, n, &settings) {
+            match read_health(cx, ht, hspan.clone(), (i, n), &settings, interval_known) {
                 Some(h) => {
                     ok &= unique(cx, &h.name, &hspan);
                     health.push(h);
@@ -1058,17 +1144,32 @@ fn read_watch_inner(
 
 fn read_target(cx: &mut Ctx<'_>, v: &Value<'_>) -> Option<Target> {
     let mut t = cx.table("target", v, "the target")?;
-    let kind_v = t.require(cx, "kind")?;
-    let kind = cx.choice(
-        "kind",
-        kind_v,
-        &[
-            ("deployment", Some(WorkloadKind::Deployment)),
-            ("statefulset", Some(WorkloadKind::StatefulSet)),
-            ("daemonset", Some(WorkloadKind::DaemonSet)),
-            ("command", None),
-        ],
-    )?;
+    let kind = t.require(cx, "kind").and_then(|v| {
+        cx.choice(
+            "kind",
+            v,
+            &[
+                ("deployment", Some(WorkloadKind::Deployment)),
+                ("statefulset", Some(WorkloadKind::StatefulSet)),
+                ("daemonset", Some(WorkloadKind::DaemonSet)),
+                ("command", None),
+            ],
+        )
+    });
+    let Some(kind) = kind else {
+        t.finish_any_variant(
+            cx,
+            &[
+                "namespace",
+                "name",
+                "context",
+                "rollback",
+                "current",
+                "timeout",
+            ],
+        );
+        return None;
+    };
     let target = match kind {
         Some(kind) => {
             t.what = format!("the {} target", kind.as_str());
@@ -1134,9 +1235,9 @@ fn read_health(
     cx: &mut Ctx<'_>,
     table: &DeTable<'_>,
     span: Range<usize>,
-    index: usize,
-    count: usize,
+    (index, count): (usize, usize),
     settings: &WatchSettings,
+    interval_known: bool,
 ) -> Option<HealthCheck> {
     let mut t = Table::new(table, span, "[[watch.health]]".into());
     let name = match t.get("name") {
@@ -1175,6 +1276,7 @@ fn read_health(
         None => Some(settings.interval.min(Duration::from_secs(5))),
     };
     if let (Some(v), Some(d)) = (timeout_v, timeout)
+        && interval_known
         && d > settings.interval
     {
         cx.error(
@@ -1234,6 +1336,7 @@ fn read_prom_check(
         .require(cx, "query")
         .and_then(|v| cx.nonempty_string("query", v))
         .map(|q| q.trim().to_owned());
+    let explicit = t.peek("source").is_some();
     let source = match t.get("source") {
         Some(v) => cx.nonempty_string("source", v).map(|s| (s, v.span())),
         None => Some(("default".to_owned(), t.span.clone())),
@@ -1241,6 +1344,28 @@ fn read_prom_check(
     let source = source.and_then(|(s, sspan)| {
         if sources.contains(&s) {
             return Some(s);
+        }
+        if !explicit {
+            let message = if sources.is_empty() {
+                "this check needs a Prometheus server, but no [prometheus.NAME] is configured"
+            } else {
+                "this check names no \"source\" and there is no [prometheus.default]"
+            };
+            let hint = if sources.is_empty() {
+                "add [prometheus.default] with its url".to_owned()
+            } else {
+                format!(
+                    "set \"source\" to one of {}",
+                    one_of(
+                        &sources
+                            .iter()
+                            .map(|k| format!("\"{k}\""))
+                            .collect::<Vec<_>>()
+                    )
+                )
+            };
+            cx.error_hint(&sspan, message, Some(hint));
+            return None;
         }
         let hint = did_you_mean(&s, sources.iter().map(String::as_str)).or_else(|| {
             Some(if sources.is_empty() {
@@ -1269,9 +1394,16 @@ fn read_prom_check(
         num(cx, "max_increase"),
         num(cx, "min_decrease"),
     );
-    let (min, max, inc, dec) = (min.ok()?, max.ok()?, inc.ok()?, dec.ok()?);
-    let mut ok = true;
-    if min.is_none() && max.is_none() && inc.is_none() && dec.is_none() {
+    // An unreadable threshold is already reported; keep going for the rest.
+    let all_read = min.is_ok() && max.is_ok() && inc.is_ok() && dec.is_ok();
+    let (min, max, inc, dec) = (
+        min.ok().flatten(),
+        max.ok().flatten(),
+        inc.ok().flatten(),
+        dec.ok().flatten(),
+    );
+    let mut ok = all_read;
+    if all_read && min.is_none() && max.is_none() && inc.is_none() && dec.is_none() {
         cx.error(
             &t.span,
             format!(

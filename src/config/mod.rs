@@ -12,6 +12,8 @@ mod diff;
 mod load;
 mod reader;
 mod secret;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -186,6 +186,10 @@ impl Ctx<'_> {
             }
             (Some(v), None) => {
                 let s = self.string_as(key, v, Sensitivity::Secret)?;
+                if s.trim().is_empty() {
+                    self.error(&v.span(), format!("\"{key}\" must not be blank"));
+                    return None;
+                }
                 self.secrets.insert(&s);
                 Some(Secret::new(s))
             }
@@ -195,10 +199,10 @@ impl Ctx<'_> {
                     Ok(text) => {
                         let value = text.strip_suffix('\n').unwrap_or(&text);
                         let value = value.strip_suffix('\r').unwrap_or(value).to_owned();
-                        if value.is_empty() {
+                        if value.trim().is_empty() {
                             self.error(
                                 &f.span(),
-                                format!("\"{file_key}\": {} is empty", path.display()),
+                                format!("\"{file_key}\": {} is empty or blank", path.display()),
                             );
                             return None;
                         }
@@ -451,6 +455,13 @@ impl<'d, 'i> Table<'d, 'i> {
             );
         }
         v
+    }
+
+    /// Like [`Table::finish`] when the table's variant (its `kind` or
+    /// `type`) is unknown: keys of any variant pass, the rest are reported.
+    pub fn finish_any_variant(mut self, cx: &mut Ctx<'_>, keys: &[&'static str]) {
+        self.known.extend_from_slice(keys);
+        self.finish(cx);
     }
 
     /// Reports every key that no reader asked for.
