@@ -388,3 +388,39 @@ fn speaks_the_systemd_notify_protocol() {
         Some(0)
     );
 }
+
+/// Publishes files the way the kubelet updates a ConfigMap volume: a new
+/// timestamped directory, then an atomic rename of the `..data` symlink;
+/// the visible names are symlinks through `..data` and never change.
+fn publish_configmap(dir: &std::path::Path, generation: u32, files: &[(&str, String)]) {
+    use std::os::unix::fs::symlink;
+    let stamp = format!("..2026_11_21_10_00_{generation:02}.000000001");
+    std::fs::create_dir(dir.join(&stamp)).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(&stamp).join(name), text).unwrap();
+    }
+    symlink(&stamp, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    for (name, _) in files {
+        if std::fs::symlink_metadata(dir.join(name)).is_err() {
+            symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_configmap_volume_update_is_applied() {
+    let s = Scratch::new("");
+    let dir = s.path("watches.d");
+    publish_configmap(&dir, 1, &[("shop.toml", Scratch::command_watch("a"))]);
+    let d = started(&s);
+    assert_eq!(d.watch_names(), ["a"]);
+
+    let both = format!("{}{}", Scratch::command_watch("a"), Scratch::command_watch("b"));
+    publish_configmap(&dir, 2, &[("shop.toml", both)]);
+    assert!(
+        wait_until(Duration::from_secs(2), || d.watch_names() == ["a", "b"]),
+        "the ..data swap was not seen; logs:\n{}",
+        d.logs().join("\n")
+    );
+}
