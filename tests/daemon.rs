@@ -416,7 +416,11 @@ fn a_configmap_volume_update_is_applied() {
     let d = started(&s);
     assert_eq!(d.watch_names(), ["a"]);
 
-    let both = format!("{}{}", Scratch::command_watch("a"), Scratch::command_watch("b"));
+    let both = format!(
+        "{}{}",
+        Scratch::command_watch("a"),
+        Scratch::command_watch("b")
+    );
     publish_configmap(&dir, 2, &[("shop.toml", both)]);
     assert!(
         wait_until(Duration::from_secs(2), || d.watch_names() == ["a", "b"]),
