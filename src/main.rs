@@ -1,3 +1,6 @@
+//! The `rollbackd` binary: parses the command line and hands it to
+//! [`rollbackd::cli::dispatch`], which maps every outcome to an exit code.
+
 use std::process::ExitCode;
 
 use clap::Parser;

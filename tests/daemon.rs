@@ -194,14 +194,16 @@ fn a_change_of_listen_address_is_refused_not_half_applied() {
     let s = Scratch::new("");
     s.write_watch("a.toml", &Scratch::command_watch("a"));
     let d = started(&s);
+    // One edit that changes listen and adds a watch: neither applies.
     let text = std::fs::read_to_string(s.main())
         .unwrap()
         .replace("127.0.0.1:0", "127.0.0.1:1");
-    std::fs::write(s.main(), text).unwrap();
+    std::fs::write(s.main(), format!("{text}\n{}", Scratch::command_watch("b"))).unwrap();
     assert!(wait_until(Duration::from_secs(5), || d
         .find_log("daemon.listen changed")
         .is_some()));
     assert_eq!(d.status()["last_reload"]["result"], "failure");
+    assert_eq!(d.watch_names(), ["a"], "the new watch was not half-applied");
     assert_eq!(d.get("/readyz").0, 200);
 }
 
@@ -213,7 +215,10 @@ fn sigterm_exits_zero_promptly() {
     let sent = Instant::now();
     d.signal("TERM");
     let status = d.wait_exit(Duration::from_secs(10)).expect("exited");
-    eprintln!("SIGTERM to exit: {:?}", sent.elapsed());
+    let took = sent.elapsed();
+    eprintln!("SIGTERM to exit: {took:?}");
+    // Nothing is in flight: the exit is immediate, 3 s is slack for a busy machine.
+    assert!(took < Duration::from_secs(3), "took {took:?}");
     assert_eq!(status.code(), Some(0), "logs:\n{}", d.logs().join("\n"));
     assert!(d.find_log("rollbackd stopped").is_some());
 }
@@ -426,5 +431,72 @@ fn a_configmap_volume_update_is_applied() {
         wait_until(Duration::from_secs(2), || d.watch_names() == ["a", "b"]),
         "the ..data swap was not seen; logs:\n{}",
         d.logs().join("\n")
+    );
+}
+
+#[test]
+fn a_replaced_watch_directory_is_watched_anew() {
+    let s = Scratch::new("");
+    s.write_watch("a.toml", &Scratch::command_watch("a"));
+    let d = started(&s);
+    let dir = s.path("watches.d");
+    std::fs::rename(&dir, s.path("watches.old")).unwrap();
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("a.toml"), Scratch::command_watch("a")).unwrap();
+    std::fs::write(dir.join("b.toml"), Scratch::command_watch("b")).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(5), || d.watch_names() == ["a", "b"]),
+        "{}",
+        d.logs().join("\n")
+    );
+    // The new directory itself is heard from, not just its parent.
+    s.write_watch("c.toml", &Scratch::command_watch("c"));
+    assert!(
+        wait_until(Duration::from_secs(2), || d.watch_names()
+            == ["a", "b", "c"]),
+        "a file in the replaced directory was not seen; logs:\n{}",
+        d.logs().join("\n")
+    );
+}
+
+#[test]
+fn an_editor_style_replacement_of_the_main_file_is_applied() {
+    let s = Scratch::new("");
+    s.write_watch("a.toml", &Scratch::command_watch("a"));
+    let d = started(&s);
+    // Write a new file beside it and rename it over the original.
+    let text = std::fs::read_to_string(s.main()).unwrap();
+    let tmp = s.path(".rollbackd.toml.swp");
+    std::fs::write(
+        &tmp,
+        format!("{text}\n{}", Scratch::command_watch("inline")),
+    )
+    .unwrap();
+    std::fs::rename(&tmp, s.main()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(2), || d.watch_names()
+            == ["a", "inline"]),
+        "{}",
+        d.logs().join("\n")
+    );
+}
+
+#[test]
+fn a_zero_watchdog_timeout_is_ignored_not_fatal() {
+    let s = Scratch::new("");
+    s.write_watch("a.toml", &Scratch::command_watch("a"));
+    let sock = NotifySocket::new();
+    let mut cmd = support::command(&["run", "-c", s.main().to_str().unwrap()]);
+    cmd.env("ROLLBACKD_LOG_FORMAT", "json")
+        .env("NOTIFY_SOCKET", &sock.path)
+        .env("WATCHDOG_USEC", "0");
+    let mut d = Daemon::spawn(cmd);
+    sock.expect("READY=1");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(d.get("/healthz").0, 200, "{}", d.logs().join("\n"));
+    d.signal("TERM");
+    assert_eq!(
+        d.wait_exit(Duration::from_secs(10)).unwrap().code(),
+        Some(0)
     );
 }

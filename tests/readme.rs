@@ -1,29 +1,50 @@
 //! The README's configuration reference stays in step with the code: every
-//! key the loader reads is documented there.
+//! key the loader reads is documented there, and every key the reference
+//! tables document is one the loader reads.
+
+use std::collections::BTreeSet;
+
+fn is_key(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+}
 
 /// The keys `src/config/load.rs` asks tables for.
-fn keys_read_by_the_loader() -> Vec<String> {
+fn keys_read_by_the_loader() -> BTreeSet<String> {
     let src = std::fs::read_to_string("src/config/load.rs").unwrap();
-    let mut keys = Vec::new();
+    let mut keys = BTreeSet::new();
+    let first_literal = |rest: &str| rest.split('"').next().unwrap_or("").to_owned();
+    // get("x"), peek("x"), require(cx, "x"), optional(&mut t, "x", num(cx, "x"
     for prefix in [
         "get(\"",
+        "peek(\"",
         "require(cx, \"",
         "optional(&mut t, \"",
         "num(cx, \"",
     ] {
         for (i, _) in src.match_indices(prefix) {
-            let rest = &src[i + prefix.len()..];
-            keys.push(rest[..rest.find('"').unwrap()].to_owned());
+            keys.insert(first_literal(&src[i + prefix.len()..]));
         }
     }
-    // secret(&mut t, "password", "password_file") and secret_url(cx, &mut t, "url", "url_file")
+    // for (key, slot) in [("shutdown_timeout", &mut d.shutdown_timeout), ...]
+    for (i, _) in src.match_indices(", &mut ") {
+        let before = &src[..i];
+        if let Some(open) = before.rfind("(\"") {
+            let lit = &before[open + 2..];
+            if let Some(k) = lit.strip_suffix('"')
+                && is_key(k)
+            {
+                keys.insert(k.to_owned());
+            }
+        }
+    }
+    // secret(&mut t, "password", "password_file"), secret_url(cx, &mut t, "url", "url_file")
     for prefix in [
-        "secret(&mut t, \"",
-        "secret(&mut b, \"",
-        "secret_url(cx, &mut t, \"",
+        "secret(&mut t, ",
+        "secret(&mut b, ",
+        "secret_url(cx, &mut t, ",
     ] {
         for (i, _) in src.match_indices(prefix) {
-            let rest = &src[i + prefix.len() - 1..];
+            let rest = &src[i + prefix.len()..];
             let args = &rest[..rest.find(')').unwrap()];
             keys.extend(
                 args.split(',')
@@ -31,16 +52,42 @@ fn keys_read_by_the_loader() -> Vec<String> {
             );
         }
     }
-    keys.sort();
-    keys.dedup();
+    keys.retain(|k| is_key(k));
+    keys
+}
+
+/// The keys in the first column of the README's configuration tables.
+fn keys_in_readme_tables(readme: &str) -> BTreeSet<String> {
+    let section = &readme[readme.find("## Configuration").unwrap()..];
+    let section = &section[..section.find("\n## ").unwrap_or(section.len())];
+    let mut keys = BTreeSet::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split('|').nth(1).unwrap_or("");
+        for (n, token) in cell.split('`').enumerate() {
+            if n % 2 == 1 && is_key(token) {
+                keys.insert(token.to_owned());
+            }
+        }
+    }
     keys
 }
 
 #[test]
-fn every_configuration_key_is_documented_in_the_readme() {
+fn every_key_the_loader_reads_is_documented() {
     let readme = std::fs::read_to_string("README.md").unwrap();
     let keys = keys_read_by_the_loader();
-    assert!(keys.len() > 50, "the scan found only {keys:?}");
+    for expected in [
+        "shutdown_timeout",
+        "notify_max_age",
+        "arm_window",
+        "verify_for",
+        "webhook_url_file",
+    ] {
+        assert!(
+            keys.contains(expected),
+            "the scan misses {expected}: {keys:?}"
+        );
+    }
     let missing: Vec<&String> = keys
         .iter()
         .filter(|k| !readme.contains(&format!("`{k}`")))
@@ -48,5 +95,18 @@ fn every_configuration_key_is_documented_in_the_readme() {
     assert!(
         missing.is_empty(),
         "keys missing from README.md: {missing:?}"
+    );
+}
+
+#[test]
+fn every_key_the_readme_tables_document_exists() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let known = keys_read_by_the_loader();
+    let documented = keys_in_readme_tables(&readme);
+    assert!(documented.len() > 30, "the scan found only {documented:?}");
+    let unknown: Vec<&String> = documented.iter().filter(|k| !known.contains(*k)).collect();
+    assert!(
+        unknown.is_empty(),
+        "README.md documents keys the loader does not read: {unknown:?}"
     );
 }

@@ -15,6 +15,10 @@ const SMTP_PASSWORD: &str = "smtp-file-secret-EEEE";
 const HMAC: &str = "hmac-file-secret-FFFF";
 const CONTROL: &str = "control-token-secret-GGGG";
 const URL_PASSWORD: &str = "url-pass-secret-HHHH";
+/// Quotes, a backslash, a percent sign and non-ASCII: escaping must not
+/// hide it from the scrubber.
+const ODD: &str = "Qzx\"sec\\ret-é%IIII";
+const DEPLOY_TOKEN: &str = "deploy-argv-secret-JJJJ";
 
 const ALL: &[&str] = &[
     "slack-secret-AAAA",
@@ -25,6 +29,10 @@ const ALL: &[&str] = &[
     HMAC,
     CONTROL,
     URL_PASSWORD,
+    "Qzx",
+    "ret-",
+    "IIII",
+    DEPLOY_TOKEN,
 ];
 
 fn env() -> Vec<(&'static str, &'static str)> {
@@ -33,6 +41,8 @@ fn env() -> Vec<(&'static str, &'static str)> {
         ("PROM_TOKEN", PROM_TOKEN),
         ("WEB_TOKEN", WEB_TOKEN),
         ("HEALTH_KEY", HEALTH_KEY),
+        ("ODD", ODD),
+        ("DEPLOY_TOKEN", DEPLOY_TOKEN),
     ]
 }
 
@@ -94,6 +104,13 @@ headers = { Authorization = "Bearer ${WEB_TOKEN}" }
 name = "errors"
 query = "up"
 max = 1
+
+[[watch]]
+name = "billing"
+target = { kind = "command", rollback = ["/usr/local/bin/deploy", "--token", "${DEPLOY_TOKEN}", "rollback"] }
+[[watch.health]]
+url = "http://127.0.0.1:9/health?odd=${ODD}"
+headers = { X-Odd = "${ODD}" }
 "#,
     );
     s

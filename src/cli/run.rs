@@ -7,6 +7,12 @@ use crate::daemon;
 use crate::telemetry::Telemetry;
 
 pub fn run(global: &Global) -> Exit {
+    if let Some(level) = &global.log_level
+        && let Some((message, hint)) = config::log_level_problem(level)
+    {
+        eprintln!("error: --log-level: {message} ({hint})");
+        return Exit::Usage;
+    }
     let cfg = match config::load(&global.config) {
         Ok(c) => c,
         Err(errors) => {
@@ -15,6 +21,14 @@ pub fn run(global: &Global) -> Exit {
             return Exit::Usage;
         }
     };
+    if cfg.kubernetes.leader_election.is_some() {
+        // Acting as if elected would let every replica act: refuse instead.
+        eprintln!(
+            "{}: kubernetes.leader_election is not supported by this version of rollbackd; run a single replica without it; not starting",
+            global.config.display()
+        );
+        return Exit::Usage;
+    }
     let redactor = Redactor::default();
     redactor.add(&cfg.secrets);
     let telemetry = match Telemetry::init(

@@ -11,7 +11,7 @@ use toml::de::DeTable;
 
 use super::diag::{ConfigErrors, Diagnostic, Location, Severity, SourceFile, did_you_mean};
 use super::reader::{Ctx, EnvLookup, Sensitivity, Table, Value, io_reason, one_of, resolve};
-use super::secret::{MIN_REDACTABLE_LEN, Secret, SecretSet};
+use super::secret::{Secret, SecretSet};
 use super::*;
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/rollbackd/rollbackd.toml";
@@ -26,6 +26,7 @@ pub fn load(main: &Path) -> Result<Config, ConfigErrors> {
 
 /// Loads and validates the configuration with an explicit environment.
 pub fn load_with_env(main: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigErrors> {
+    let started = std::time::SystemTime::now();
     let mut diags = Vec::new();
     let mut secrets = SecretSet::default();
     let config = load_inner(main, env, &mut diags, &mut secrets);
@@ -47,6 +48,7 @@ pub fn load_with_env(main: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigEr
         Some(mut c) if errors.is_empty() => {
             c.warnings = warnings;
             c.secrets = secrets;
+            c.loaded_at = started;
             Ok(c)
         }
         _ => Err(ConfigErrors { errors }),
@@ -205,8 +207,12 @@ fn load_inner(
     let diags = cx.diags;
     let secrets = cx.secrets;
 
+    // The same file reached twice (`watches = ["."]` beside the main file,
+    // a symlink, `./x` and `x`) is read once.
+    let identity = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut seen: BTreeSet<PathBuf> = [identity(main)].into();
     for (path, at) in watch_file_list {
-        if files.contains(&path) {
+        if !seen.insert(identity(&path)) {
             continue;
         }
         files.push(path.clone());
@@ -248,6 +254,7 @@ fn load_inner(
         files,
         warnings: Vec::new(),
         secrets: SecretSet::default(),
+        loaded_at: std::time::SystemTime::UNIX_EPOCH,
     })
 }
 
@@ -355,12 +362,6 @@ fn read_daemon(cx: &mut Ctx<'_>, v: Option<&Value<'_>>) -> DaemonSettings {
         }
     }
     d.control_token = cx.secret(&mut t, "control_token", "control_token_file");
-    warn_short_secret(
-        cx,
-        &t,
-        &["control_token", "control_token_file"],
-        d.control_token.as_ref(),
-    );
     for (key, slot) in [
         ("shutdown_timeout", &mut d.shutdown_timeout),
         ("notify_max_age", &mut d.notify_max_age),
@@ -376,7 +377,7 @@ fn read_daemon(cx: &mut Ctx<'_>, v: Option<&Value<'_>>) -> DaemonSettings {
 /// Why a `log_level` is unusable, with a hint. A bare word is a target
 /// filter to `EnvFilter`, so `"warning"` would silently log nothing: only
 /// level names may stand alone.
-pub(super) fn log_level_problem(s: &str) -> Option<(String, String)> {
+pub fn log_level_problem(s: &str) -> Option<(String, String)> {
     const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
     let usage = "use error, warn, info, debug or trace, or a filter like \"info,rollbackd=debug\"";
     if tracing_subscriber::EnvFilter::builder().parse(s).is_err() {
@@ -393,15 +394,6 @@ pub(super) fn log_level_problem(s: &str) -> Option<(String, String)> {
     let hint = did_you_mean(bare, LEVELS)
         .unwrap_or_else(|| format!("{usage}; to filter by module write \"{bare}=debug\""));
     Some((format!("\"log_level\": \"{bare}\" is not a level"), hint))
-}
-
-fn warn_short_secret(cx: &mut Ctx<'_>, t: &Table<'_, '_>, keys: &[&str], s: Option<&Secret>) {
-    if let Some(s) = s
-        && s.expose().len() < MIN_REDACTABLE_LEN
-        && let Some(v) = keys.iter().find_map(|k| t.peek(k))
-    {
-        cx.warn(&v.span(), format!("this secret is shorter than {MIN_REDACTABLE_LEN} characters and cannot be redacted from logs"));
-    }
 }
 
 fn read_kubernetes(cx: &mut Ctx<'_>, v: Option<&Value<'_>>) -> Option<KubernetesSettings> {
@@ -485,9 +477,10 @@ fn http_url(cx: &mut Ctx<'_>, key: &str, s: &str, span: &Range<usize>) -> bool {
     match reqwest::Url::parse(s) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {
             if let Some(p) = u.password() {
-                cx.secrets.insert(p);
-                if let Ok(decoded) = std::str::from_utf8(p.as_bytes()) {
-                    cx.secrets.insert(decoded);
+                // The URL keeps it percent-encoded; requests send it decoded.
+                cx.register_secret(p, span);
+                if let Ok(decoded) = percent_encoding::percent_decode_str(p).decode_utf8() {
+                    cx.register_secret(&decoded, span);
                 }
             }
             true
@@ -533,12 +526,6 @@ fn read_source_table(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<Prom
         None => Some(Duration::from_secs(10)),
     };
     let bearer = cx.secret(&mut t, "bearer_token", "bearer_token_file");
-    warn_short_secret(
-        cx,
-        &t,
-        &["bearer_token", "bearer_token_file"],
-        bearer.as_ref(),
-    );
     let basic = t.get("basic_auth").and_then(|v| {
         let mut b = cx.table("basic_auth", v, "basic_auth")?;
         let username = b
@@ -551,7 +538,6 @@ fn read_source_table(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<Prom
                 "basic_auth is missing \"password\" or \"password_file\"",
             );
         }
-        warn_short_secret(cx, &b, &["password", "password_file"], password.as_ref());
         b.finish(cx);
         Some((username?, password?))
     });
@@ -689,7 +675,6 @@ fn read_notifier(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<Notifier
             let url = secret_url(cx, &mut t, "url", "url_file");
             let headers = optional(&mut t, "headers", |v| read_headers(cx, v));
             let hmac = cx.secret(&mut t, "hmac_secret", "hmac_secret_file");
-            warn_short_secret(cx, &t, &["hmac_secret", "hmac_secret_file"], hmac.as_ref());
             t.finish(cx);
             Notifier::Webhook(WebhookNotifier {
                 url: url?,
@@ -796,7 +781,6 @@ fn read_email(
     };
     let username = optional(&mut t, "username", |v| cx.nonempty_string("username", v));
     let password = cx.secret(&mut t, "password", "password_file");
-    warn_short_secret(cx, &t, &["password", "password_file"], password.as_ref());
     if password.is_some() && !matches!(username, Ok(Some(_))) {
         let at = t
             .peek("password")
@@ -1191,7 +1175,8 @@ fn read_target(cx: &mut Ctx<'_>, v: &Value<'_>) -> Option<Target> {
         None => {
             t.what = "the command target".into();
             let argv = |cx: &mut Ctx<'_>, key: &str, v: &Value<'_>| -> Option<Vec<String>> {
-                let list = cx.string_list(key, v)?;
+                // Arguments often carry tokens (`--token ${DEPLOY_TOKEN}`).
+                let list = cx.string_list_as(key, v, Sensitivity::Secret)?;
                 if list.is_empty() || list[0].0.trim().is_empty() {
                     cx.error(&v.span(), format!("\"{key}\" must be a program and its arguments, like [\"/usr/local/bin/deploy\", \"rollback\", \"web\"]"));
                     return None;
@@ -1300,7 +1285,12 @@ fn read_health(
         Some(d)
     });
     let body_contains = optional(&mut t, "body_contains", |v| {
-        cx.nonempty_string("body_contains", v)
+        let s = cx.string_as("body_contains", v, Sensitivity::Secret)?;
+        if s.is_empty() {
+            cx.error(&v.span(), "\"body_contains\" must not be empty");
+            return None;
+        }
+        Some(s)
     });
     let headers = optional(&mut t, "headers", |v| read_headers(cx, v));
     let ca_file = optional(&mut t, "ca_file", |v| readable_file(cx, "ca_file", v));

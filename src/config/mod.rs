@@ -22,7 +22,7 @@ use std::time::Duration;
 
 pub use diag::{ConfigErrors, Diagnostic, Location, Severity, SourceFile, did_you_mean};
 pub use diff::{ConfigDiff, diff, restart_required};
-pub use load::{DEFAULT_CONFIG_PATH, load, load_with_env};
+pub use load::{DEFAULT_CONFIG_PATH, load, load_with_env, log_level_problem};
 pub use reader::EnvLookup;
 pub use secret::{REDACTED, Redactor, Secret, SecretSet};
 
@@ -46,6 +46,8 @@ pub struct Config {
     pub warnings: Vec<Diagnostic>,
     /// Every secret value, for redaction.
     pub secrets: SecretSet,
+    /// When reading began: files changed at or after it may not be in here.
+    pub loaded_at: std::time::SystemTime,
 }
 
 impl Config {

@@ -15,7 +15,7 @@ use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
 use super::diag::{Diagnostic, Location, Severity, SourceFile, did_you_mean};
-use super::secret::{Secret, SecretSet};
+use super::secret::{MIN_REDACTABLE_LEN, Secret, SecretSet};
 
 pub(crate) type Value<'i> = Spanned<DeValue<'i>>;
 
@@ -75,6 +75,25 @@ impl Ctx<'_> {
             message,
             hint,
         });
+    }
+
+    /// Keeps a secret for redaction; one too short to scrub safely is
+    /// warned about where it was written.
+    pub fn register_secret(&mut self, value: &str, span: &Range<usize>) {
+        if !value.is_empty() && value.len() < MIN_REDACTABLE_LEN {
+            let message = format!(
+                "this secret is shorter than {MIN_REDACTABLE_LEN} characters and cannot be redacted from logs"
+            );
+            let location = self.loc(span);
+            let known = self
+                .diags
+                .iter()
+                .any(|d| d.location == location && d.message == message);
+            if !known {
+                self.warn(span, message);
+            }
+        }
+        self.secrets.insert(value);
     }
 
     fn type_error(&mut self, key: &str, v: &Value<'_>, expected: &str) {
@@ -142,7 +161,7 @@ impl Ctx<'_> {
                     match (self.env)(name) {
                         Some(value) => {
                             if sens == Sensitivity::Secret {
-                                self.secrets.insert(&value);
+                                self.register_secret(&value, span);
                             }
                             out.push_str(&value);
                         }
@@ -190,7 +209,7 @@ impl Ctx<'_> {
                     self.error(&v.span(), format!("\"{key}\" must not be blank"));
                     return None;
                 }
-                self.secrets.insert(&s);
+                self.register_secret(&s, &v.span());
                 Some(Secret::new(s))
             }
             (None, Some(f)) => {
@@ -206,7 +225,7 @@ impl Ctx<'_> {
                             );
                             return None;
                         }
-                        self.secrets.insert(&value);
+                        self.register_secret(&value, &f.span());
                         Some(Secret::new(value))
                     }
                     Err(e) => {
@@ -332,6 +351,15 @@ impl Ctx<'_> {
     }
 
     pub fn string_list(&mut self, key: &str, v: &Value<'_>) -> Option<Vec<(String, Range<usize>)>> {
+        self.string_list_as(key, v, Sensitivity::Plain)
+    }
+
+    pub fn string_list_as(
+        &mut self,
+        key: &str,
+        v: &Value<'_>,
+        sens: Sensitivity,
+    ) -> Option<Vec<(String, Range<usize>)>> {
         let Some(items) = v.get_ref().as_array() else {
             self.type_error(key, v, "an array of strings");
             return None;
@@ -339,7 +367,7 @@ impl Ctx<'_> {
         let mut out = Vec::with_capacity(items.len());
         let mut ok = true;
         for item in items.iter() {
-            match self.string(key, item) {
+            match self.string_as(key, item, sens) {
                 Some(s) => out.push((s, item.span())),
                 None => ok = false,
             }
@@ -365,7 +393,7 @@ impl Ctx<'_> {
             match self.string_as(&name, item, sens) {
                 Some(s) => {
                     if sens == Sensitivity::Secret {
-                        self.secrets.insert(&s);
+                        self.register_secret(&s, &item.span());
                     }
                     out.insert(k.get_ref().to_string(), s);
                 }

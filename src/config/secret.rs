@@ -31,6 +31,13 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// What URL serializers leave unescaped in a query or path component.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// Values too short to be scrubbed without mangling ordinary text; a secret
 /// that short is not a secret worth the name, and `check` warns about it.
 pub const MIN_REDACTABLE_LEN: usize = 4;
@@ -42,9 +49,30 @@ pub struct SecretSet {
 }
 
 impl SecretSet {
+    /// Registers a secret in every form it may be printed in: as is, as a
+    /// JSON string (JSON logs, `/status`), as Rust's `Debug` of a string
+    /// (`?field` in logs), both, and percent-encoded (inside URLs).
     pub fn insert(&mut self, value: &str) {
-        if value.len() >= MIN_REDACTABLE_LEN {
-            self.values.insert(value.to_owned());
+        if value.len() < MIN_REDACTABLE_LEN {
+            return;
+        }
+        let json = |s: &str| serde_json::to_string(s).unwrap_or_default();
+        let debug = format!("{value:?}");
+        let debug = debug.trim_matches('"');
+        let forms = [
+            value.to_owned(),
+            json(value).trim_matches('"').to_owned(),
+            debug.to_owned(),
+            // `?field` in a JSON log line: Debug, then JSON-escaped.
+            json(debug).trim_matches('"').to_owned(),
+            percent_encoding::utf8_percent_encode(value, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+            percent_encoding::utf8_percent_encode(value, URL_COMPONENT).to_string(),
+        ];
+        for f in forms {
+            if f.len() >= MIN_REDACTABLE_LEN {
+                self.values.insert(f);
+            }
         }
     }
 
@@ -86,6 +114,18 @@ impl Redactor {
         }
     }
 
+    /// Scrubs every string of a JSON document before it is serialized, so
+    /// that escaping (`"` as `\"`) cannot hide a secret from the match.
+    pub fn redact_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => *s = self.redact(s),
+            Value::Array(items) => items.iter_mut().for_each(|v| self.redact_json(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.redact_json(v)),
+            _ => {}
+        }
+    }
+
     pub fn redact(&self, text: &str) -> String {
         match self.inner.read() {
             Ok(set) if !set.is_empty() => set.redact(text),
@@ -113,6 +153,23 @@ mod tests {
         assert_eq!(
             set.redact("x abcdef-long y abcd z abcd"),
             "x [REDACTED] y [REDACTED] z [REDACTED]"
+        );
+    }
+
+    #[test]
+    fn escaped_and_encoded_forms_are_scrubbed_too() {
+        let mut set = SecretSet::default();
+        let secret = "ab\"cd\\ef é%/";
+        set.insert(secret);
+        let json = serde_json::to_string(&serde_json::json!({ "v": secret })).unwrap();
+        assert!(!set.redact(&json).contains("cd"), "{}", set.redact(&json));
+        assert!(!set.redact(&format!("{secret:?}")).contains("cd"));
+        let encoded =
+            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        assert_eq!(
+            set.redact(&format!("http://h/?k={encoded}")),
+            "http://h/?k=[REDACTED]"
         );
     }
 

@@ -270,3 +270,21 @@ fn a_url_error_never_echoes_what_could_be_a_secret() {
         "a well-known scheme is named: {errors}"
     );
 }
+
+#[test]
+fn the_main_file_is_never_read_again_as_a_watch_file() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "rollbackd.toml",
+        "[daemon]\nwatches = [\".\", \"./w.toml\", \"w.toml\"]\n",
+    );
+    write(
+        d.path(),
+        "w.toml",
+        "[[watch]]\nname = \"a\"\ntarget = { kind = \"deployment\", namespace = \"s\", name = \"a\" }\n",
+    );
+    let c = load_dir(d.path());
+    assert_eq!(c.watches.len(), 1);
+    assert_eq!(c.files.len(), 2, "{:?}", c.files);
+}

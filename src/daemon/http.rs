@@ -80,8 +80,11 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
 }
 
 async fn status(State(s): State<Arc<Shared>>) -> Response {
-    let doc = s.status();
-    match serde_json::to_string_pretty(&doc) {
+    let rendered = serde_json::to_value(s.status()).and_then(|mut doc| {
+        s.redactor.redact_json(&mut doc);
+        serde_json::to_string_pretty(&doc)
+    });
+    match rendered {
         Ok(body) => (
             [(header::CONTENT_TYPE, "application/json")],
             s.redactor.redact(&body) + "\n",

@@ -36,15 +36,13 @@ pub enum Control {
 pub enum DaemonError {
     #[error(transparent)]
     State(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
-    #[error("cannot watch the configuration files: {0}")]
-    Watcher(#[from] notify::Error),
     #[error("the HTTP endpoint failed: {0}")]
     Http(std::io::Error),
 }
@@ -101,15 +99,28 @@ pub async fn run(
     let addr = config.daemon.listen;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|source| DaemonError::Bind { addr, source })?;
+        .map_err(|error| DaemonError::Bind { addr, error })?;
     let local = listener
         .local_addr()
-        .map_err(|source| DaemonError::Bind { addr, source })?;
+        .map_err(|error| DaemonError::Bind { addr, error })?;
 
     let shutdown = CancellationToken::new();
     let (control_tx, control_rx) = mpsc::channel(8);
     signals::spawn(control_tx.clone(), shutdown.clone()).map_err(DaemonError::Signals)?;
-    let watcher = watcher::ConfigWatcher::start(&config, control_tx)?;
+    // Without inotify (its instances are a per-user limit that busy nodes
+    // exhaust) the daemon still works: SIGHUP reloads.
+    let watcher = match watcher::ConfigWatcher::start(&config, control_tx.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            warn!(error = %e, "cannot watch the configuration files; reload with SIGHUP");
+            None
+        }
+    };
+    if watcher::changed_since(&config, config.loaded_at) {
+        let _ = control_tx.try_send(Control::Reload {
+            cause: "changed during start",
+        });
+    }
 
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let now = SystemTime::now();
@@ -170,7 +181,7 @@ struct Supervisor {
     shared: Arc<Shared>,
     config: watch::Sender<Arc<Config>>,
     telemetry: Telemetry,
-    watcher: watcher::ConfigWatcher,
+    watcher: Option<watcher::ConfigWatcher>,
 }
 
 impl Supervisor {
@@ -248,6 +259,9 @@ impl Supervisor {
     /// swap it in or keep the last good configuration.
     async fn reload(&mut self, cause: &'static str) {
         systemd::reloading();
+        if let Some(w) = &mut self.watcher {
+            w.refresh();
+        }
         let old = self.config.borrow().clone();
         let path = old.main_file.clone();
         let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
@@ -280,7 +294,9 @@ impl Supervisor {
             Ok(changed) => changed,
             Err(e) => vec![format!("not applied: {e}")],
         };
-        self.watcher.update(&new);
+        if let Some(w) = &mut self.watcher {
+            w.update(&new);
+        }
         if d.is_noop() && logging.is_empty() {
             tracing::debug!(
                 cause,

@@ -34,5 +34,7 @@ pub fn watchdog() {
 /// How often to pet the watchdog: half its timeout, as sd_watchdog_enabled(3)
 /// recommends; `None` when systemd set no watchdog.
 pub fn watchdog_interval() -> Option<Duration> {
-    sd_notify::watchdog_enabled().map(|d| d / 2)
+    sd_notify::watchdog_enabled()
+        .filter(|d| !d.is_zero())
+        .map(|d| (d / 2).max(Duration::from_millis(1)))
 }

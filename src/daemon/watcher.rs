@@ -137,19 +137,44 @@ impl ConfigWatcher {
         if let Ok(mut i) = self.interest.write() {
             *i = interest;
         }
-        for gone in self.watched.difference(&wanted) {
-            let _ = self.debouncer.unwatch(gone);
+        self.rewatch(wanted);
+    }
+
+    /// Watches the current directories anew. A kernel watch follows an
+    /// inode: a watch directory that was replaced (moved away and created
+    /// again) would otherwise never be heard from again.
+    pub fn refresh(&mut self) {
+        let wanted = self
+            .interest
+            .read()
+            .map(|i| i.watched())
+            .unwrap_or_default();
+        self.rewatch(wanted);
+    }
+
+    fn rewatch(&mut self, wanted: BTreeSet<PathBuf>) {
+        for dir in &self.watched {
+            let _ = self.debouncer.unwatch(dir);
         }
         for dir in &wanted {
-            if self.watched.contains(dir) {
-                continue;
-            }
             if let Err(e) = self.debouncer.watch(dir, RecursiveMode::NonRecursive) {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot watch for configuration changes; SIGHUP still reloads");
             }
         }
         self.watched = wanted;
     }
+}
+
+/// Whether any configuration file or watch directory changed at or after
+/// `since` (an edit made while the daemon was starting, before it watched).
+pub fn changed_since(config: &Config, since: std::time::SystemTime) -> bool {
+    let mut paths: Vec<&Path> = config.files.iter().map(PathBuf::as_path).collect();
+    paths.extend(config.daemon.watches.iter().map(PathBuf::as_path));
+    paths.iter().any(|p| {
+        std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t >= since)
+    })
 }
 
 #[cfg(test)]

@@ -7,15 +7,15 @@ use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("cannot create the state directory {}: {source}", path.display())]
+    #[error("cannot create the state directory {}: {error}", path.display())]
     Create {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
-    #[error("cannot open the lock file {}: {source}", path.display())]
+    #[error("cannot open the lock file {}: {error}", path.display())]
     Lock {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error(
         "the state directory {} is locked by another rollbackd{}; two daemons must not share a state directory",
@@ -39,14 +39,22 @@ pub struct StateDir {
 impl StateDir {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if !path.exists() {
+            use std::os::unix::fs::DirBuilderExt;
+            // Created private from the start: it will hold incident details.
             std::fs::DirBuilder::new()
                 .recursive(true)
+                .mode(0o700)
                 .create(path)
-                .map_err(|source| StoreError::Create {
+                .map_err(|error| StoreError::Create {
                     path: path.to_path_buf(),
-                    source,
+                    error,
                 })?;
-            restrict(path);
+        } else if let Ok(meta) = std::fs::metadata(path) {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "the state directory is readable by other users; chmod 700 it");
+            }
         }
         let lock_path = path.join("lock");
         let mut file = OpenOptions::new()
@@ -55,9 +63,9 @@ impl StateDir {
             .create(true)
             .truncate(false)
             .open(&lock_path)
-            .map_err(|source| StoreError::Lock {
+            .map_err(|error| StoreError::Lock {
                 path: lock_path.clone(),
-                source,
+                error,
             })?;
         match file.try_lock() {
             Ok(()) => {}
@@ -70,10 +78,10 @@ impl StateDir {
                     holder: (!holder.is_empty()).then(|| holder.to_owned()),
                 });
             }
-            Err(std::fs::TryLockError::Error(source)) => {
+            Err(std::fs::TryLockError::Error(error)) => {
                 return Err(StoreError::Lock {
                     path: lock_path,
-                    source,
+                    error,
                 });
             }
         }
@@ -90,12 +98,6 @@ impl StateDir {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// The state holds incident details: readable by the daemon's user only.
-fn restrict(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700));
 }
 
 #[cfg(test)]
