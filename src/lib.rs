@@ -20,5 +20,6 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod engine;
 pub mod store;
 pub mod telemetry;

@@ -1,0 +1,718 @@
+//! The pure decision core: one state machine per watch that turns what was
+//! observed (revisions, evaluations, the answers of adapters) into what to do
+//! (re-read the target, roll back, wait, journal, notify, persist).
+//!
+//! It never does I/O and never reads a clock: `now` is an argument, in
+//! milliseconds since the Unix epoch, so that arming windows and cooldowns
+//! survive a restart and every rule of SPEC §4 is a plain unit test of
+//! [`Machine::step`].
+
+mod types;
+
+use std::collections::BTreeSet;
+
+use serde::{Deserialize, Serialize};
+
+pub use types::*;
+
+/// Everything a watch remembers. The `#[serde(skip)]` fields are counters
+/// that a restart may forget (persisting them would mean a write per watch
+/// per interval); the rest is saved on every [`Effect::Persist`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Machine {
+    pub watch: String,
+    #[serde(skip)]
+    pub policy: Policy,
+    /// The target's current revision, as last observed.
+    pub revision: Option<Revision>,
+    /// The end of the arming window of the current revision.
+    pub armed_until: Option<Millis>,
+    /// Revisions rolled away from: never rolled back twice, never rolled into.
+    pub bad_revisions: BTreeSet<String>,
+    /// No automatic rollback before this time.
+    pub cooldown_until: Option<Millis>,
+    /// The revision on which the watch gave up; cleared by a new revision.
+    pub escalated_for: Option<String>,
+    /// The revision for which a dry run already said "would roll back".
+    pub dry_run_done_for: Option<String>,
+    pub paused: bool,
+    pub phase: Phase,
+    pub last_rollback: Option<RollbackSummary>,
+    /// The revision our last rollback produced (a Deployment renumbers the
+    /// restored template: rolling 7 back to 6 yields revision 8).
+    #[serde(default)]
+    pub restored_revision: Option<String>,
+    #[serde(skip)]
+    pub streak: u32,
+    #[serde(skip)]
+    pub inconclusive_run: u32,
+    #[serde(skip)]
+    pub blind: bool,
+    #[serde(skip)]
+    pub last_evaluation: Option<Evaluation>,
+    /// The failing checks that made the current streak, for reports.
+    #[serde(skip)]
+    pub evidence: Vec<CheckResult>,
+}
+
+impl Machine {
+    pub fn new(watch: impl Into<String>, policy: Policy) -> Self {
+        Self {
+            watch: watch.into(),
+            policy,
+            revision: None,
+            armed_until: None,
+            bad_revisions: BTreeSet::new(),
+            cooldown_until: None,
+            escalated_for: None,
+            dry_run_done_for: None,
+            paused: false,
+            phase: Phase::Watching,
+            last_rollback: None,
+            restored_revision: None,
+            streak: 0,
+            inconclusive_run: 0,
+            blind: false,
+            last_evaluation: None,
+            evidence: Vec::new(),
+        }
+    }
+
+    fn current_id(&self) -> Option<&str> {
+        self.revision.as_ref().map(|r| r.id.as_str())
+    }
+
+    /// Whether an automatic rollback is allowed by the arming rule (SPEC §4.2).
+    pub fn armed(&self, now: Millis) -> bool {
+        match self.policy.arm {
+            Arm::Always => true,
+            Arm::AfterRollout => self.armed_until.is_some_and(|t| now < t),
+        }
+    }
+
+    /// The state shown in `/status` and counted in metrics.
+    pub fn state(&self, now: Millis) -> State {
+        if self.paused {
+            return State::Paused;
+        }
+        match self.phase {
+            Phase::Deciding { .. }
+            | Phase::Acting { .. }
+            | Phase::RollingOut { .. }
+            | Phase::Finishing { .. } => {
+                return State::RollingBack;
+            }
+            Phase::Verifying { .. } => return State::Verifying,
+            Phase::Watching => {}
+        }
+        if self.escalated_for.is_some() && self.escalated_for.as_deref() == self.current_id() {
+            return State::Escalated;
+        }
+        if self.blind {
+            return State::Blind;
+        }
+        if self.streak > 0 {
+            return State::Failing;
+        }
+        let armed = self.armed(now);
+        if armed && self.cooldown_until.is_some_and(|t| now < t) {
+            return State::Cooldown;
+        }
+        if armed {
+            return State::Armed;
+        }
+        let restored = self.last_rollback.as_ref().and_then(|r| r.to.as_deref());
+        let current = self.current_id();
+        if current.is_some()
+            && (restored == current || self.restored_revision.as_deref() == current)
+        {
+            return State::Recovered;
+        }
+        if self.revision.is_some() {
+            return State::Baked;
+        }
+        State::Idle
+    }
+
+    /// Applies one input and returns the effects to carry out, in order
+    /// (journal entries before the actions they announce).
+    pub fn step(&mut self, now: Millis, input: Input) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Revision(rev) => self.on_revision(now, rev, &mut fx),
+            Input::Evaluation(ev) => self.on_evaluation(now, ev, &mut fx),
+            Input::Rechecked {
+                rollback_id,
+                result,
+            } => self.on_rechecked(now, &rollback_id, result, &mut fx),
+            Input::Acted {
+                rollback_id,
+                result,
+            } => self.on_acted(now, &rollback_id, result, &mut fx),
+            Input::RolledOut {
+                rollback_id,
+                result,
+            } => self.on_rolled_out(now, &rollback_id, result, &mut fx),
+            Input::Tick => self.check_verification_end(now, &mut fx),
+            Input::Pause => {
+                if !self.paused {
+                    self.paused = true;
+                    fx.push(self.journal(now, EventKind::Paused, None));
+                    fx.push(Effect::Persist);
+                }
+            }
+            Input::Resume => {
+                if self.paused {
+                    self.paused = false;
+                    fx.push(self.journal(now, EventKind::Resumed, None));
+                    fx.push(Effect::Persist);
+                }
+            }
+            Input::Reset => {
+                self.streak = 0;
+                self.inconclusive_run = 0;
+                self.blind = false;
+                self.evidence.clear();
+                self.escalated_for = None;
+                fx.push(self.journal(now, EventKind::Reset, None));
+                fx.push(Effect::Persist);
+            }
+        }
+        fx
+    }
+
+    fn record(&self, now: Millis, event: EventKind) -> Record {
+        Record {
+            ts: now,
+            event,
+            watch: self.watch.clone(),
+            rollback_id: None,
+            from_revision: None,
+            to_revision: None,
+            trigger: None,
+            outcome: None,
+            reason: None,
+            revision: self.revision.clone(),
+            checks: Vec::new(),
+        }
+    }
+
+    fn journal(&self, now: Millis, event: EventKind, reason: Option<String>) -> Effect {
+        let mut r = self.record(now, event);
+        r.reason = reason;
+        Effect::Journal(r)
+    }
+
+    fn on_revision(&mut self, now: Millis, rev: Revision, fx: &mut Vec<Effect>) {
+        if self.current_id() == Some(rev.id.as_str()) {
+            return;
+        }
+        let mut rev = rev;
+        // A revision that appears while we are rolling back is the one our
+        // rollback produced, whatever the adapter could tell.
+        let ours = matches!(
+            self.phase,
+            Phase::Acting { .. } | Phase::RollingOut { .. } | Phase::Verifying { .. }
+        );
+        if ours {
+            rev.origin = Origin::Rollback;
+            self.restored_revision = Some(rev.id.clone());
+        }
+        if let Phase::Deciding { rollback_id, .. } = &self.phase {
+            // SPEC §4.3.1: a newer revision wins over a pending decision.
+            let mut r = self.record(now, EventKind::DecisionDropped);
+            r.rollback_id = Some(rollback_id.clone());
+            r.reason = Some(format!(
+                "revision {} appeared before the rollback started",
+                rev.id
+            ));
+            fx.push(Effect::Journal(r));
+            self.phase = Phase::Watching;
+        }
+        self.armed_until = match (rev.origin, self.policy.arm) {
+            (Origin::Rollout, _) => {
+                Some(rev.since.saturating_add(self.policy.arm_window)).filter(|t| now < *t)
+            }
+            (Origin::Rollback | Origin::Unknown, _) => None,
+        };
+        if let Phase::Acting { to, .. } | Phase::RollingOut { to, .. } | Phase::Verifying { to, .. } =
+            &mut self.phase
+            && to.is_none()
+        {
+            *to = Some(rev.id.clone());
+        }
+        if !ours {
+            self.streak = 0;
+            self.inconclusive_run = 0;
+            self.blind = false;
+            self.evidence.clear();
+        }
+        self.escalated_for = None;
+        self.dry_run_done_for = None;
+        let armed = self.armed_until;
+        self.revision = Some(rev);
+        let mut r = self.record(
+            now,
+            if armed.is_some() {
+                EventKind::Armed
+            } else {
+                EventKind::RevisionObserved
+            },
+        );
+        r.reason = Some(match armed {
+            Some(until) => format!("new revision, armed until {until}"),
+            None => "revision observed; not armed".to_owned(),
+        });
+        fx.push(Effect::Journal(r));
+        fx.push(Effect::Persist);
+    }
+
+    fn on_evaluation(&mut self, now: Millis, ev: Evaluation, fx: &mut Vec<Effect>) {
+        let verdict = ev.verdict;
+        let failing: Vec<CheckResult> = ev
+            .checks
+            .iter()
+            .filter(|c| c.result == Verdict::Fail)
+            .cloned()
+            .collect();
+        self.last_evaluation = Some(ev);
+        match &mut self.phase {
+            Phase::Verifying { streak, passed, .. } => {
+                match verdict {
+                    Verdict::Fail => *streak += 1,
+                    Verdict::Pass => {
+                        *streak = 0;
+                        *passed = true;
+                    }
+                    Verdict::Inconclusive => {}
+                }
+                if verdict == Verdict::Fail {
+                    self.evidence = failing;
+                }
+                let failed = *streak >= self.policy.failure_threshold;
+                if failed {
+                    self.finish(now, Outcome::VerifyFailed, fx);
+                } else {
+                    self.check_verification_end(now, fx);
+                }
+                return;
+            }
+            // The target is changing under us: these evaluations say nothing
+            // about either revision.
+            Phase::Deciding { .. }
+            | Phase::Acting { .. }
+            | Phase::RollingOut { .. }
+            | Phase::Finishing { .. } => return,
+            Phase::Watching => {}
+        }
+        match verdict {
+            Verdict::Pass => {
+                self.streak = 0;
+                self.inconclusive_run = 0;
+                self.blind = false;
+                self.evidence.clear();
+            }
+            Verdict::Fail => {
+                self.streak += 1;
+                self.inconclusive_run = 0;
+                self.blind = false;
+                self.evidence = failing;
+            }
+            Verdict::Inconclusive => {
+                // Neither grows nor resets the streak (SPEC §4.1).
+                self.inconclusive_run += 1;
+                if self.inconclusive_run >= self.policy.failure_threshold && !self.blind {
+                    self.blind = true;
+                    let mut r = self.record(now, EventKind::WatchBlind);
+                    r.reason = Some(format!(
+                        "{} consecutive evaluations could not decide",
+                        self.inconclusive_run
+                    ));
+                    r.checks = self
+                        .last_evaluation
+                        .as_ref()
+                        .map(|e| e.checks.clone())
+                        .unwrap_or_default();
+                    fx.push(Effect::Journal(r.clone()));
+                    fx.push(Effect::Notify(r));
+                }
+            }
+        }
+        if verdict == Verdict::Fail && self.streak >= self.policy.failure_threshold {
+            self.decide(now, fx);
+        }
+    }
+
+    /// The streak reached the threshold: roll back, or say why not.
+    fn decide(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        if self.paused {
+            return;
+        }
+        let current = self.current_id().map(str::to_owned);
+        if current.is_some() && self.escalated_for == current {
+            return;
+        }
+        let at_threshold = self.streak == self.policy.failure_threshold;
+        if !self.armed(now) {
+            // Baked (or never armed): reported, never acted on. Journal the
+            // crossing once, not every interval.
+            if at_threshold {
+                fx.push(self.journal(now, EventKind::NotArmed, Some("failing, but the revision is not armed (older than arm_window, or created by a rollback)".into())));
+            }
+            return;
+        }
+        if let Some(id) = &current
+            && self.bad_revisions.contains(id)
+        {
+            self.escalate(
+                now,
+                format!("revision {id} was already rolled back once; not rolling back again"),
+                fx,
+            );
+            return;
+        }
+        if let Some(until) = self.cooldown_until
+            && now < until
+        {
+            self.escalate(now, format!("failing within the cooldown of the last rollback (until {until}); not rolling back again"), fx);
+            return;
+        }
+        if self.policy.dry_run
+            && self.dry_run_done_for.is_some()
+            && self.dry_run_done_for == current
+        {
+            return;
+        }
+        let from = current.unwrap_or_else(|| UNKNOWN_REVISION.to_owned());
+        let rollback_id = format!("{}-{now}", self.watch);
+        let mut r = self.record(now, EventKind::Decided);
+        r.rollback_id = Some(rollback_id.clone());
+        r.from_revision = Some(from.clone());
+        r.checks = self.evidence.clone();
+        r.reason = Some(self.reason());
+        fx.push(Effect::Journal(r));
+        fx.push(Effect::Recheck {
+            rollback_id: rollback_id.clone(),
+            from: from.clone(),
+        });
+        self.phase = Phase::Deciding { rollback_id, from };
+    }
+
+    /// One line on why: the failing checks with their values and thresholds.
+    pub fn reason(&self) -> String {
+        let parts: Vec<String> = self.evidence.iter().map(|c| c.summary()).collect();
+        let what = if parts.is_empty() {
+            "checks failing".to_owned()
+        } else {
+            parts.join("; ")
+        };
+        format!(
+            "{what} ({} consecutive failing evaluations)",
+            self.streak.max(self.policy.failure_threshold)
+        )
+    }
+
+    fn escalate(&mut self, now: Millis, reason: String, fx: &mut Vec<Effect>) {
+        if self.escalated_for.is_some() && self.escalated_for.as_deref() == self.current_id() {
+            return;
+        }
+        self.escalated_for = Some(self.current_id().unwrap_or(UNKNOWN_REVISION).to_owned());
+        let mut r = self.record(now, EventKind::Escalated);
+        r.reason = Some(reason);
+        r.checks = self.evidence.clone();
+        r.rollback_id = self.last_rollback.as_ref().map(|l| l.rollback_id.clone());
+        fx.push(Effect::Journal(r.clone()));
+        fx.push(Effect::Notify(r));
+        fx.push(Effect::Persist);
+    }
+
+    fn on_rechecked(&mut self, now: Millis, id: &str, result: Recheck, fx: &mut Vec<Effect>) {
+        let Phase::Deciding { rollback_id, from } = &self.phase else {
+            return;
+        };
+        if rollback_id != id {
+            return;
+        }
+        let (rollback_id, from) = (rollback_id.clone(), from.clone());
+        match result {
+            Recheck::Proceed => {
+                let reason = self.reason();
+                let dry_run = self.policy.dry_run;
+                if !dry_run {
+                    let mut r = self.record(now, EventKind::RollbackStarted);
+                    r.rollback_id = Some(rollback_id.clone());
+                    r.from_revision = Some(from.clone());
+                    r.trigger = Some(Trigger::Auto);
+                    r.reason = Some(reason.clone());
+                    r.checks = self.evidence.clone();
+                    // Durable before the change is made (SPEC §4.3.2).
+                    fx.push(Effect::Journal(r.clone()));
+                    fx.push(Effect::Notify(r));
+                }
+                fx.push(Effect::Rollback(Order {
+                    rollback_id: rollback_id.clone(),
+                    from: from.clone(),
+                    avoid: self.bad_revisions.iter().cloned().collect(),
+                    reason,
+                    dry_run,
+                }));
+                self.phase = Phase::Acting {
+                    rollback_id,
+                    from,
+                    to: None,
+                    started: now,
+                };
+                fx.push(Effect::Persist);
+            }
+            Recheck::Superseded(rev) => {
+                self.phase = Phase::Watching;
+                self.on_revision(now, rev, fx);
+            }
+            Recheck::Paused => {
+                self.phase = Phase::Watching;
+                self.escalate(
+                    now,
+                    "the target is paused; not rolling back a paused rollout".into(),
+                    fx,
+                );
+            }
+            Recheck::NoPrevious => {
+                self.phase = Phase::Watching;
+                self.escalate(
+                    now,
+                    "the target has no earlier revision to roll back to".into(),
+                    fx,
+                );
+            }
+            Recheck::Failed(error) => {
+                // Try again at the next failing evaluation.
+                self.phase = Phase::Watching;
+                let mut r = self.record(now, EventKind::DecisionDropped);
+                r.rollback_id = Some(rollback_id);
+                r.reason = Some(format!("cannot re-read the target: {error}"));
+                fx.push(Effect::Journal(r));
+            }
+        }
+    }
+
+    fn on_acted(&mut self, now: Millis, id: &str, result: ActResult, fx: &mut Vec<Effect>) {
+        let Phase::Acting {
+            rollback_id,
+            from,
+            to,
+            started,
+        } = &self.phase
+        else {
+            return;
+        };
+        if rollback_id != id {
+            return;
+        }
+        let (rollback_id, from, seen_to, started) =
+            (rollback_id.clone(), from.clone(), to.clone(), *started);
+        if self.policy.dry_run {
+            self.phase = Phase::Watching;
+            self.dry_run_done_for = Some(from.clone());
+            let mut r = self.record(now, EventKind::WouldRollBack);
+            r.rollback_id = Some(rollback_id);
+            r.from_revision = Some(from);
+            r.trigger = Some(Trigger::Auto);
+            r.checks = self.evidence.clone();
+            match result {
+                ActResult::Applied { to } => {
+                    r.to_revision = to;
+                    r.reason = Some(format!("dry run: would roll back; {}", self.reason()));
+                }
+                ActResult::Conflict => {
+                    r.reason =
+                        Some("dry run: the rollback would conflict with a concurrent change".into())
+                }
+                ActResult::Refused(why) | ActResult::Failed(why) => {
+                    r.reason = Some(format!("dry run: the rollback would fail: {why}"))
+                }
+            }
+            fx.push(Effect::Journal(r.clone()));
+            fx.push(Effect::Notify(r));
+            fx.push(Effect::Persist);
+            return;
+        }
+        match result {
+            ActResult::Applied { to } => {
+                let to = to.or(seen_to);
+                self.bad_revisions.insert(from.clone());
+                self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
+                let mut r = self.record(now, EventKind::RollbackApplied);
+                r.rollback_id = Some(rollback_id.clone());
+                r.from_revision = Some(from.clone());
+                r.to_revision = to.clone();
+                r.trigger = Some(Trigger::Auto);
+                fx.push(Effect::Journal(r));
+                fx.push(Effect::WaitRollout {
+                    rollback_id: rollback_id.clone(),
+                });
+                self.phase = Phase::RollingOut {
+                    rollback_id,
+                    from,
+                    to,
+                    started,
+                };
+                fx.push(Effect::Persist);
+            }
+            ActResult::Conflict => {
+                // A concurrent deploy won; its revision is decided afresh.
+                self.streak = 0;
+                self.phase = Phase::Finishing {
+                    rollback_id,
+                    from,
+                    to: seen_to,
+                    started,
+                };
+                self.finish(now, Outcome::Conflict, fx);
+            }
+            ActResult::Refused(why) | ActResult::Failed(why) => {
+                self.phase = Phase::Finishing {
+                    rollback_id,
+                    from,
+                    to: seen_to,
+                    started,
+                };
+                self.finish_with(now, Outcome::Error, Some(why), fx);
+            }
+        }
+    }
+
+    fn on_rolled_out(
+        &mut self,
+        now: Millis,
+        id: &str,
+        result: RolloutResult,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Phase::RollingOut {
+            rollback_id,
+            from,
+            to,
+            started,
+        } = &self.phase
+        else {
+            return;
+        };
+        if rollback_id != id {
+            return;
+        }
+        match result {
+            RolloutResult::Complete => {
+                let mut r = self.record(now, EventKind::Verifying);
+                r.rollback_id = Some(rollback_id.clone());
+                r.from_revision = Some(from.clone());
+                r.to_revision = to.clone();
+                fx.push(Effect::Journal(r));
+                self.phase = Phase::Verifying {
+                    rollback_id: rollback_id.clone(),
+                    from: from.clone(),
+                    to: to.clone(),
+                    started: *started,
+                    since: now,
+                    streak: 0,
+                    passed: false,
+                };
+                fx.push(Effect::Persist);
+            }
+            RolloutResult::Failed(why) => {
+                self.finish_with(now, Outcome::RolloutFailed, Some(why), fx)
+            }
+        }
+    }
+
+    fn check_verification_end(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let Phase::Verifying { since, passed, .. } = self.phase else {
+            return;
+        };
+        if now.saturating_sub(since) < self.policy.verify_for {
+            return;
+        }
+        // Recovered: no failing streak reached the threshold (else we would
+        // have finished already) and at least one evaluation passed.
+        let outcome = if passed {
+            Outcome::Recovered
+        } else {
+            Outcome::Unverified
+        };
+        self.finish(now, outcome, fx);
+    }
+
+    fn finish(&mut self, now: Millis, outcome: Outcome, fx: &mut Vec<Effect>) {
+        self.finish_with(now, outcome, None, fx);
+    }
+
+    /// Ends the rollback in progress with `outcome` (SPEC §4.3.6); anything
+    /// but `recovered` (and a lost race) escalates (SPEC §4.4).
+    fn finish_with(
+        &mut self,
+        now: Millis,
+        outcome: Outcome,
+        detail: Option<String>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let (rollback_id, from, to, started) = match &self.phase {
+            Phase::Acting {
+                rollback_id,
+                from,
+                to,
+                started,
+            }
+            | Phase::RollingOut {
+                rollback_id,
+                from,
+                to,
+                started,
+            }
+            | Phase::Finishing {
+                rollback_id,
+                from,
+                to,
+                started,
+            }
+            | Phase::Verifying {
+                rollback_id,
+                from,
+                to,
+                started,
+                ..
+            } => (rollback_id.clone(), from.clone(), to.clone(), *started),
+            Phase::Watching | Phase::Deciding { .. } => return,
+        };
+        self.phase = Phase::Watching;
+        self.streak = 0;
+        self.last_rollback = Some(RollbackSummary {
+            rollback_id: rollback_id.clone(),
+            from: from.clone(),
+            to: to.clone(),
+            trigger: Trigger::Auto,
+            started,
+            finished: now,
+            outcome,
+        });
+        let mut r = self.record(now, EventKind::RollbackFinished);
+        r.rollback_id = Some(rollback_id);
+        r.from_revision = Some(from);
+        r.to_revision = to;
+        r.trigger = Some(Trigger::Auto);
+        r.outcome = Some(outcome);
+        r.reason = detail.clone();
+        r.checks = self.evidence.clone();
+        fx.push(Effect::Journal(r.clone()));
+        fx.push(Effect::Notify(r));
+        fx.push(Effect::Persist);
+        match outcome {
+            Outcome::Recovered | Outcome::Conflict => {}
+            Outcome::VerifyFailed => self.escalate(now, "the restored revision did not recover; no further automatic action until a new revision appears".into(), fx),
+            Outcome::Unverified => self.escalate(now, "no evaluation passed while verifying the restored revision; no further automatic action until a new revision appears".into(), fx),
+            Outcome::RolloutFailed => self.escalate(now, format!("the rollback's rollout did not complete: {}", detail.unwrap_or_default()), fx),
+            Outcome::Error => self.escalate(now, format!("the rollback failed: {}", detail.unwrap_or_default()), fx),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

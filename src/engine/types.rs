@@ -1,0 +1,465 @@
+//! The vocabulary of the engine: what goes in, what comes out, and what a
+//! watch remembers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::config::Arm;
+use crate::config::WatchSettings;
+
+/// Milliseconds since the Unix epoch. Wall-clock time, so that windows
+/// computed before a restart still mean something after it.
+pub type Millis = u64;
+
+/// The revision id used when a target cannot say which version it runs.
+pub const UNKNOWN_REVISION: &str = "unknown";
+
+/// The settings of a watch that the engine decides with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub failure_threshold: u32,
+    pub arm: Arm,
+    pub arm_window: Millis,
+    pub cooldown: Millis,
+    pub verify_for: Millis,
+    pub dry_run: bool,
+}
+
+fn ms(d: Duration) -> Millis {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Policy {
+    pub fn from_settings(s: &WatchSettings) -> Self {
+        Self {
+            failure_threshold: s.failure_threshold.max(1),
+            arm: s.arm,
+            arm_window: ms(s.arm_window),
+            cooldown: ms(s.cooldown),
+            verify_for: ms(s.verify_for),
+            dry_run: s.dry_run,
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self::from_settings(&WatchSettings::default())
+    }
+}
+
+/// Where a revision came from, as far as the observer can tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// A new rollout: it arms the watch.
+    Rollout,
+    /// Created by rolling back (by rollbackd or by hand): it never arms.
+    Rollback,
+    /// Seen for the first time after a start, age unknown: it does not arm.
+    Unknown,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Revision {
+    pub id: String,
+    /// When it appeared: its creation time where the target knows it (a
+    /// ReplicaSet's), otherwise when it was first seen.
+    pub since: Millis,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    Pass,
+    Fail,
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Pass => "pass",
+            Verdict::Fail => "fail",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+/// One check's result in one evaluation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckResult {
+    pub kind: String,
+    pub name: String,
+    pub result: Verdict,
+    /// The observed value (a metric, a latency in seconds, a status code).
+    pub value: Option<f64>,
+    /// The threshold as an operator reads it: `max 0.05`, `status 2xx`.
+    pub threshold: String,
+    /// The series labels of the offending value.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Why, in a few words: the failure, or why it was inconclusive.
+    #[serde(default)]
+    pub detail: String,
+}
+
+impl CheckResult {
+    /// `error-ratio 0.31 > max 0.05 {pod="web-1"}`, for reasons and subjects.
+    pub fn summary(&self) -> String {
+        let mut s = self.name.clone();
+        if let Some(v) = self.value {
+            s.push_str(&format!(" {}", fmt_value(v)));
+        }
+        if !self.threshold.is_empty() {
+            s.push_str(&format!(" (threshold {})", self.threshold));
+        }
+        if !self.labels.is_empty() {
+            let labels: Vec<String> = self
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v:?}"))
+                .collect();
+            s.push_str(&format!(" {{{}}}", labels.join(", ")));
+        }
+        if !self.detail.is_empty() {
+            s.push_str(&format!(": {}", self.detail));
+        }
+        s
+    }
+}
+
+/// A number as people write it: `0.31`, `12`, `1.5e-7`.
+pub fn fmt_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else if v == v.trunc() && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        let s = format!("{v:.6}");
+        let s = s.trim_end_matches('0').trim_end_matches('.');
+        if s == "0" || s == "-0" {
+            format!("{v:e}")
+        } else {
+            s.to_owned()
+        }
+    }
+}
+
+/// All checks of one watch at one time.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub at: Millis,
+    pub verdict: Verdict,
+    pub checks: Vec<CheckResult>,
+}
+
+impl Evaluation {
+    /// Combines check results by SPEC §4.1: fail if any fails, else
+    /// inconclusive if any is, else pass. No checks at all decide nothing.
+    pub fn new(at: Millis, checks: Vec<CheckResult>) -> Self {
+        let verdict = if checks.iter().any(|c| c.result == Verdict::Fail) {
+            Verdict::Fail
+        } else if checks.is_empty() || checks.iter().any(|c| c.result == Verdict::Inconclusive) {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Pass
+        };
+        Self {
+            at,
+            verdict,
+            checks,
+        }
+    }
+}
+
+/// What the adapter found when it re-read the target before acting.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Recheck {
+    /// Still at the failing revision, not paused, with somewhere to go.
+    Proceed,
+    /// A newer revision appeared since the failing evaluations.
+    Superseded(Revision),
+    Paused,
+    NoPrevious,
+    /// The target could not be read.
+    Failed(String),
+}
+
+/// What the adapter did with an [`Order`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum ActResult {
+    /// Undone; `to` is the restored revision where the adapter knows it.
+    Applied {
+        to: Option<String>,
+    },
+    /// The target changed under us (a concurrent deploy); nothing was done.
+    Conflict,
+    /// The adapter would not act (already at that template, revision gone).
+    Refused(String),
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RolloutResult {
+    Complete,
+    /// Did not complete: progress deadline exceeded, or `rollout_timeout`.
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The target's current revision, as observed now.
+    Revision(Revision),
+    Evaluation(Evaluation),
+    Rechecked {
+        rollback_id: String,
+        result: Recheck,
+    },
+    Acted {
+        rollback_id: String,
+        result: ActResult,
+    },
+    RolledOut {
+        rollback_id: String,
+        result: RolloutResult,
+    },
+    /// Time passes: a verification window may end.
+    Tick,
+    Pause,
+    Resume,
+    /// Forget the streak and any escalation (an operator's decision).
+    Reset,
+}
+
+/// An instruction to undo the rollout of `from`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Order {
+    pub rollback_id: String,
+    pub from: String,
+    /// Revisions never to roll into (SPEC §4.4).
+    pub avoid: Vec<String>,
+    pub reason: String,
+    /// Prove the change (server-side dry-run) without making it.
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Re-read the target and answer with [`Input::Rechecked`].
+    Recheck { rollback_id: String, from: String },
+    /// Undo, answering with [`Input::Acted`].
+    Rollback(Order),
+    /// Wait for the rollout, answering with [`Input::RolledOut`].
+    WaitRollout { rollback_id: String },
+    /// Append to the journal, durably, before the effects that follow.
+    Journal(Record),
+    /// Tell people (through the outbox; never waited for).
+    Notify(Record),
+    /// The remembered state changed: save it.
+    Persist,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    RevisionObserved,
+    Armed,
+    NotArmed,
+    Decided,
+    DecisionDropped,
+    RollbackStarted,
+    RollbackApplied,
+    Verifying,
+    RollbackFinished,
+    Escalated,
+    WatchBlind,
+    WouldRollBack,
+    Paused,
+    Resumed,
+    Reset,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::RevisionObserved => "revision_observed",
+            EventKind::Armed => "armed",
+            EventKind::NotArmed => "not_armed",
+            EventKind::Decided => "decided",
+            EventKind::DecisionDropped => "decision_dropped",
+            EventKind::RollbackStarted => "rollback_started",
+            EventKind::RollbackApplied => "rollback_applied",
+            EventKind::Verifying => "verifying",
+            EventKind::RollbackFinished => "rollback_finished",
+            EventKind::Escalated => "escalated",
+            EventKind::WatchBlind => "watch_blind",
+            EventKind::WouldRollBack => "would_roll_back",
+            EventKind::Paused => "paused",
+            EventKind::Resumed => "resumed",
+            EventKind::Reset => "reset",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Recovered,
+    RolloutFailed,
+    VerifyFailed,
+    Unverified,
+    Conflict,
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Recovered => "recovered",
+            Outcome::RolloutFailed => "rollout_failed",
+            Outcome::VerifyFailed => "verify_failed",
+            Outcome::Unverified => "unverified",
+            Outcome::Conflict => "conflict",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// One journal line (SPEC §4.7) and the substance of a notification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub ts: Millis,
+    pub event: EventKind,
+    pub watch: String,
+    pub rollback_id: Option<String>,
+    pub from_revision: Option<String>,
+    pub to_revision: Option<String>,
+    pub trigger: Option<Trigger>,
+    pub outcome: Option<Outcome>,
+    pub reason: Option<String>,
+    /// The target's revision when it happened.
+    pub revision: Option<Revision>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckResult>,
+}
+
+/// Where a rollback in progress stands. Saved, so that a restart resumes it
+/// instead of starting another.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "phase")]
+pub enum Phase {
+    Watching,
+    /// The threshold was reached; waiting for the target to be re-read.
+    Deciding {
+        rollback_id: String,
+        from: String,
+    },
+    /// The undo was ordered.
+    Acting {
+        rollback_id: String,
+        from: String,
+        to: Option<String>,
+        started: Millis,
+    },
+    /// Undone; waiting for the rollout to complete.
+    RollingOut {
+        rollback_id: String,
+        from: String,
+        to: Option<String>,
+        started: Millis,
+    },
+    /// Checking that the restored revision recovers.
+    Verifying {
+        rollback_id: String,
+        from: String,
+        to: Option<String>,
+        started: Millis,
+        since: Millis,
+        streak: u32,
+        passed: bool,
+    },
+    /// Momentary: ending a rollback that did not get to its rollout.
+    Finishing {
+        rollback_id: String,
+        from: String,
+        to: Option<String>,
+        started: Millis,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackSummary {
+    pub rollback_id: String,
+    pub from: String,
+    pub to: Option<String>,
+    pub trigger: Trigger,
+    pub started: Millis,
+    pub finished: Millis,
+    pub outcome: Outcome,
+}
+
+/// The states of SPEC §4.6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Idle,
+    Armed,
+    Failing,
+    RollingBack,
+    Verifying,
+    Recovered,
+    Cooldown,
+    Escalated,
+    Baked,
+    Paused,
+    Blind,
+}
+
+impl State {
+    pub const ALL: [State; 11] = [
+        State::Idle,
+        State::Armed,
+        State::Failing,
+        State::RollingBack,
+        State::Verifying,
+        State::Recovered,
+        State::Cooldown,
+        State::Escalated,
+        State::Baked,
+        State::Paused,
+        State::Blind,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Idle => "idle",
+            State::Armed => "armed",
+            State::Failing => "failing",
+            State::RollingBack => "rolling_back",
+            State::Verifying => "verifying",
+            State::Recovered => "recovered",
+            State::Cooldown => "cooldown",
+            State::Escalated => "escalated",
+            State::Baked => "baked",
+            State::Paused => "paused",
+            State::Blind => "blind",
+        }
+    }
+}
