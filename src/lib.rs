@@ -17,6 +17,7 @@
 //! Data flows one way: configuration, then the scheduler, checks and the
 //! decision engine, then the effects (rollback, notification, journal).
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -1,5 +1,10 @@
 //! The state directory: created on start and held under an exclusive lock so
 //! that two daemons never act on the same state (and so on the same targets).
+//! It holds the journal ([`journal`]), each watch's memory ([`memory`]) and
+//! the firing alerts.
+
+pub mod journal;
+pub mod memory;
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
