@@ -115,9 +115,8 @@ pub fn parse_value(s: &str) -> Result<f64, QueryError> {
 pub fn parse_response(status: u16, body: &[u8]) -> Result<Answer, QueryError> {
     let envelope: Envelope = match serde_json::from_slice(body) {
         Ok(e) => e,
-        Err(e) if status >= 500 => {
+        Err(_) if status >= 500 => {
             let text = String::from_utf8_lossy(body);
-            let _ = e;
             return Err(QueryError::Server {
                 status,
                 message: excerpt(&text, 200),
@@ -206,7 +205,7 @@ fn excerpt(text: &str, max: usize) -> String {
 /// Baselines of a relative check: each series' value when the rollout began.
 pub type Baseline = Vec<Sample>;
 
-fn base_for<'a>(baseline: &'a Baseline, labels: &Labels) -> Option<f64> {
+fn base_for(baseline: &Baseline, labels: &Labels) -> Option<f64> {
     baseline
         .iter()
         .find(|b| &b.labels == labels)
@@ -443,9 +442,9 @@ impl Source {
                 req.basic_auth(username, Some(password.expose()))
             }
         };
-        let resp = req.send().await.map_err(|e| transport(e))?;
+        let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|e| transport(e))?;
+        let body = resp.bytes().await.map_err(transport)?;
         parse_response(status, &body)
     }
 }
@@ -463,10 +462,13 @@ fn transport(e: reqwest::Error) -> QueryError {
 /// first asks, the others share its answer (SPEC §4.1).
 #[derive(Default)]
 pub struct Coalescer {
-    entries: Mutex<HashMap<(String, String, Option<u64>), Entry>>,
+    entries: Mutex<HashMap<QueryKey, Entry>>,
     sent: std::sync::atomic::AtomicU64,
     shared: std::sync::atomic::AtomicU64,
 }
+
+/// Source, query and evaluation time (ms) of an instant query.
+type QueryKey = (String, String, Option<u64>);
 
 type Cell = Arc<tokio::sync::OnceCell<Result<Answer, QueryError>>>;
 
