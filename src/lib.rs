@@ -22,5 +22,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod rollback;
 pub mod store;
 pub mod telemetry;

@@ -154,6 +154,7 @@ impl Machine {
                 result,
             } => self.on_rolled_out(now, &rollback_id, result, &mut fx),
             Input::Tick => self.check_verification_end(now, &mut fx),
+            Input::Resumed => self.on_resumed(now, &mut fx),
             Input::Pause => {
                 if !self.paused {
                     self.paused = true;
@@ -424,6 +425,93 @@ impl Machine {
         fx.push(Effect::Journal(r.clone()));
         fx.push(Effect::Notify(r));
         fx.push(Effect::Persist);
+    }
+
+    /// After a restart, a rollback in progress is carried on, never started
+    /// again (SPEC §4.4): an undo that may have happened is taken as done,
+    /// and the rollout is waited for and verified afresh (SPEC §4.3.5).
+    fn on_resumed(&mut self, now: Millis, fx: &mut Vec<Effect>) {
+        let resumed = |m: &Self, id: &str, from: &str, why: &str| {
+            let mut r = m.record(now, EventKind::RollbackResumed);
+            r.rollback_id = Some(id.to_owned());
+            r.from_revision = Some(from.to_owned());
+            r.trigger = Some(Trigger::Auto);
+            r.reason = Some(why.to_owned());
+            Effect::Journal(r)
+        };
+        match self.phase.clone() {
+            Phase::Watching => {}
+            Phase::Deciding { rollback_id, .. } => {
+                // Nothing was done yet: decide again from fresh evaluations.
+                let mut r = self.record(now, EventKind::DecisionDropped);
+                r.rollback_id = Some(rollback_id);
+                r.reason = Some("the daemon restarted before the rollback started".into());
+                fx.push(Effect::Journal(r));
+                self.phase = Phase::Watching;
+                fx.push(Effect::Persist);
+            }
+            Phase::Acting {
+                rollback_id,
+                from,
+                to,
+                started,
+            }
+            | Phase::Finishing {
+                rollback_id,
+                from,
+                to,
+                started,
+            } => {
+                fx.push(resumed(self, &rollback_id, &from, "the daemon restarted while the rollback was being applied; it is not applied again: waiting for the rollout and verifying"));
+                self.bad_revisions.insert(from.clone());
+                self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
+                fx.push(Effect::WaitRollout {
+                    rollback_id: rollback_id.clone(),
+                });
+                self.phase = Phase::RollingOut {
+                    rollback_id,
+                    from,
+                    to,
+                    started,
+                };
+                fx.push(Effect::Persist);
+            }
+            Phase::RollingOut {
+                rollback_id, from, ..
+            } => {
+                fx.push(resumed(
+                    self,
+                    &rollback_id,
+                    &from,
+                    "the daemon restarted while waiting for the rollout; waiting again",
+                ));
+                fx.push(Effect::WaitRollout { rollback_id });
+            }
+            Phase::Verifying {
+                rollback_id,
+                from,
+                to,
+                started,
+                ..
+            } => {
+                fx.push(resumed(
+                    self,
+                    &rollback_id,
+                    &from,
+                    "the daemon restarted while verifying; verifying afresh",
+                ));
+                self.phase = Phase::Verifying {
+                    rollback_id,
+                    from,
+                    to,
+                    started,
+                    since: now,
+                    streak: 0,
+                    passed: false,
+                };
+                fx.push(Effect::Persist);
+            }
+        }
     }
 
     fn on_rechecked(&mut self, now: Millis, id: &str, result: Recheck, fx: &mut Vec<Effect>) {

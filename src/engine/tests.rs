@@ -957,3 +957,42 @@ fn the_state_names_what_the_watch_is_doing() {
     assert_eq!(deciding().state(3 * MIN), State::RollingBack);
     assert_eq!(verifying().state(5 * MIN), State::Verifying);
 }
+
+#[test]
+fn a_restart_resumes_a_rollback_in_progress_without_a_second_undo() {
+    // Killed while the undo was being applied: it is not ordered again.
+    let mut m = deciding();
+    proceed(&mut m, 3 * MIN);
+    let fx = words(&m.step(10 * MIN, Input::Resumed));
+    assert_eq!(fx, ["journal:rollback_resumed", "wait", "persist"]);
+    assert!(!fx.iter().any(|w| w == "rollback" || w == "recheck"));
+    assert!(m.bad_revisions.contains("7"));
+
+    // Killed while waiting for the rollout: waits again.
+    let fx = words(&m.step(11 * MIN, Input::Resumed));
+    assert_eq!(fx, ["journal:rollback_resumed", "wait"]);
+
+    // Killed while verifying: verifies afresh from the restart.
+    let mut v = verifying();
+    v.step(5 * MIN + 30 * S, eval(5 * MIN + 30 * S, Pass));
+    v.step(20 * MIN, Input::Resumed);
+    assert!(matches!(v.phase, Phase::Verifying { since, passed: false, .. } if since == 20 * MIN));
+    v.step(21 * MIN, Input::Tick);
+    assert!(
+        matches!(v.phase, Phase::Verifying { .. }),
+        "the window starts again"
+    );
+    drive(
+        &mut v,
+        vec![(21 * MIN, eval(21 * MIN, Pass)), (22 * MIN, Input::Tick)],
+    );
+    assert_eq!(v.last_rollback.unwrap().outcome, Outcome::Recovered);
+}
+
+#[test]
+fn a_restart_before_the_rollback_started_drops_the_decision() {
+    let mut m = deciding();
+    let fx = words(&m.step(4 * MIN, Input::Resumed));
+    assert_eq!(fx, ["journal:decision_dropped", "persist"]);
+    assert_eq!(m.phase, Phase::Watching);
+}

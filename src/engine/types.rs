@@ -235,6 +235,8 @@ pub enum Input {
     },
     /// Time passes: a verification window may end.
     Tick,
+    /// The daemon restarted with this machine's saved state.
+    Resumed,
     Pause,
     Resume,
     /// Forget the streak and any escalation (an operator's decision).
@@ -284,6 +286,7 @@ pub enum EventKind {
     Escalated,
     WatchBlind,
     WouldRollBack,
+    RollbackResumed,
     Paused,
     Resumed,
     Reset,
@@ -304,6 +307,7 @@ impl EventKind {
             EventKind::Escalated => "escalated",
             EventKind::WatchBlind => "watch_blind",
             EventKind::WouldRollBack => "would_roll_back",
+            EventKind::RollbackResumed => "rollback_resumed",
             EventKind::Paused => "paused",
             EventKind::Resumed => "resumed",
             EventKind::Reset => "reset",

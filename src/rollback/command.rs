@@ -1,0 +1,274 @@
+//! The `command` target: `current` prints the deployed version, `rollback`
+//! undoes the last deploy. Both run without a shell, with `ROLLBACKD_WATCH`,
+//! `ROLLBACKD_REASON` and `ROLLBACKD_FROM_VERSION` in their environment, and
+//! are killed at their timeout.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncReadExt;
+use tokio::process::Command;
+
+/// How much of each output stream is kept for the journal and reports.
+const KEEP: usize = 8 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    /// `None` when the program was killed (timeout or signal).
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub duration: Duration,
+    pub timed_out: bool,
+}
+
+impl Run {
+    pub fn success(&self) -> bool {
+        self.exit_code == Some(0) && !self.timed_out
+    }
+
+    /// One line for a log or a report: why it failed, with the output's tail.
+    pub fn failure(&self) -> String {
+        let what = match (self.timed_out, self.exit_code) {
+            (true, _) => format!(
+                "timed out after {}",
+                humantime::format_duration(round(self.duration))
+            ),
+            (false, Some(code)) => format!("exit status {code}"),
+            (false, None) => "killed by a signal".to_owned(),
+        };
+        let tail = last_line(&self.stderr).or_else(|| last_line(&self.stdout));
+        match tail {
+            Some(t) => format!("{what}: {t}"),
+            None => what,
+        }
+    }
+}
+
+fn round(d: Duration) -> Duration {
+    Duration::from_millis(d.as_millis() as u64)
+}
+
+fn last_line(s: &str) -> Option<String> {
+    s.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(|l| l.chars().take(300).collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    #[error("cannot run {program}: {error}")]
+    Spawn {
+        program: String,
+        error: std::io::Error,
+    },
+    #[error("the command is empty")]
+    Empty,
+}
+
+/// The environment a command receives.
+pub struct Env<'a> {
+    pub watch: &'a str,
+    pub reason: &'a str,
+    pub from_version: &'a str,
+}
+
+/// Runs `argv` to completion or `timeout`, keeping the head of each stream.
+pub async fn run(argv: &[String], env: &Env<'_>, timeout: Duration) -> Result<Run, CommandError> {
+    let (program, args) = argv.split_first().ok_or(CommandError::Empty)?;
+    let started = Instant::now();
+    let mut child = Command::new(program)
+        .args(args)
+        .env("ROLLBACKD_WATCH", env.watch)
+        .env("ROLLBACKD_REASON", env.reason)
+        .env("ROLLBACKD_FROM_VERSION", env.from_version)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| CommandError::Spawn {
+            program: program.clone(),
+            error,
+        })?;
+    let mut out = child.stdout.take();
+    let mut err = child.stderr.take();
+    let read = async {
+        let (mut o, mut e) = (Vec::new(), Vec::new());
+        let read_o = async {
+            if let Some(s) = out.as_mut() {
+                let _ = read_capped(s, &mut o).await;
+            }
+        };
+        let read_e = async {
+            if let Some(s) = err.as_mut() {
+                let _ = read_capped(s, &mut e).await;
+            }
+        };
+        tokio::join!(read_o, read_e);
+        let status = child.wait().await;
+        (status, o, e)
+    };
+    match tokio::time::timeout(timeout, read).await {
+        Ok((status, o, e)) => Ok(Run {
+            exit_code: status.ok().and_then(|s| s.code()),
+            stdout: String::from_utf8_lossy(&o).into_owned(),
+            stderr: String::from_utf8_lossy(&e).into_owned(),
+            duration: started.elapsed(),
+            timed_out: false,
+        }),
+        // Dropping the future drops the child: kill_on_drop ends it.
+        Err(_) => Ok(Run {
+            exit_code: None,
+            stdout: String::new(),
+            stderr: String::new(),
+            duration: started.elapsed(),
+            timed_out: true,
+        }),
+    }
+}
+
+/// Reads a stream to its end, keeping the first [`KEEP`] bytes: a chatty
+/// command must not block on a full pipe.
+async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
+    r: &mut R,
+    keep: &mut Vec<u8>,
+) -> std::io::Result<()> {
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = r.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        let room = KEEP.saturating_sub(keep.len());
+        keep.extend_from_slice(&buf[..n.min(room)]);
+    }
+}
+
+/// Runs `current` and returns the version it printed (trimmed).
+pub async fn current(argv: &[String], env: &Env<'_>, timeout: Duration) -> Result<String, String> {
+    let run = run(argv, env, timeout).await.map_err(|e| e.to_string())?;
+    if !run.success() {
+        return Err(format!("`current` failed: {}", run.failure()));
+    }
+    let version = run.stdout.trim();
+    if version.is_empty() {
+        return Err("`current` printed nothing".into());
+    }
+    Ok(version.lines().next().unwrap_or(version).trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> Env<'static> {
+        Env {
+            watch: "billing",
+            reason: "health 500",
+            from_version: "v2",
+        }
+    }
+
+    fn sh(script: &str) -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into(), script.into()]
+    }
+
+    #[tokio::test]
+    async fn runs_without_a_shell_with_the_documented_environment() {
+        let r = run(&sh("echo \"$ROLLBACKD_WATCH|$ROLLBACKD_REASON|$ROLLBACKD_FROM_VERSION\"; echo oops >&2"), &env(), Duration::from_secs(10)).await.unwrap();
+        assert!(r.success());
+        assert_eq!(r.stdout, "billing|health 500|v2\n");
+        assert_eq!(r.stderr, "oops\n");
+        // No shell: metacharacters in arguments are just characters.
+        let r = run(
+            &["/bin/echo".into(), "$HOME;".into(), "|x".into()],
+            &env(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.stdout, "$HOME; |x\n");
+    }
+
+    #[tokio::test]
+    async fn a_failure_says_how_with_the_last_line_of_output() {
+        let r = run(
+            &sh("echo step one; echo 'deploy: no previous release' >&2; exit 3"),
+            &env(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(!r.success());
+        assert_eq!(r.failure(), "exit status 3: deploy: no previous release");
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_timeout_is_killed() {
+        let started = Instant::now();
+        let r = run(&sh("sleep 30"), &env(), Duration::from_millis(200))
+            .await
+            .unwrap();
+        assert!(r.timed_out);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(
+            r.failure().starts_with("timed out after 2"),
+            "{}",
+            r.failure()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_a_clear_error() {
+        let e = run(
+            &["/nonexistent/deploy".into()],
+            &env(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("cannot run /nonexistent/deploy: "),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn current_prints_the_version() {
+        assert_eq!(
+            current(&sh("printf '  v3\\n'"), &env(), Duration::from_secs(5))
+                .await
+                .unwrap(),
+            "v3"
+        );
+        assert!(
+            current(&sh("true"), &env(), Duration::from_secs(5))
+                .await
+                .unwrap_err()
+                .contains("printed nothing")
+        );
+        assert!(
+            current(&sh("exit 1"), &env(), Duration::from_secs(5))
+                .await
+                .unwrap_err()
+                .contains("exit status 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn large_output_does_not_block_the_command() {
+        let r = run(
+            &sh("head -c 1000000 /dev/zero | tr '\\0' x"),
+            &env(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(r.success());
+        assert_eq!(r.stdout.len(), KEEP);
+    }
+}
