@@ -51,6 +51,11 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// A client already built for this CA bundle.
+    pub fn by_ca_file(&self, ca_file: Option<&Path>) -> Option<reqwest::Client> {
+        self.by_ca.get(&ca_file.map(Path::to_path_buf)).cloned()
+    }
+
     pub fn get(&mut self, ca_file: Option<&Path>) -> Result<reqwest::Client, ClientError> {
         let key = ca_file.map(Path::to_path_buf);
         if let Some(c) = self.by_ca.get(&key) {

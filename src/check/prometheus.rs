@@ -15,7 +15,7 @@ use crate::engine::{CheckResult, Verdict, fmt_value};
 pub type Labels = BTreeMap<String, String>;
 
 /// One number of a result, with the labels of its series.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, Deserialize)]
 pub struct Sample {
     pub labels: Labels,
     pub value: f64,

@@ -1,20 +1,26 @@
-//! The HTTP endpoint on `daemon.listen`: probes, metrics and status.
+//! The HTTP endpoint on `daemon.listen`: probes, metrics, status, the
+//! Alertmanager webhook and (with a control token) per-watch controls.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::Shared;
+use super::supervisor::{WatchAction, WatchCommand};
 
 /// `/healthz` fails once the supervisor has not ticked for this long.
 const STALL: Duration = Duration::from_secs(10);
+
+/// Bodies larger than this are refused (SPEC §4.6).
+pub const BODY_LIMIT: usize = 1024 * 1024;
 
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
@@ -22,7 +28,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/alertmanager", post(alertmanager))
+        .route("/watches/{name}/{action}", post(control))
         .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(shared)
 }
 
@@ -43,6 +52,19 @@ fn text(status: StatusCode, body: String) -> Response {
         body,
     )
         .into_response()
+}
+
+fn json(status: StatusCode, body: serde_json::Value) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        format!("{body}\n"),
+    )
+        .into_response()
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    json(status, serde_json::json!({ "error": message.into() }))
 }
 
 async fn healthz(State(s): State<Arc<Shared>>) -> Response {
@@ -94,6 +116,98 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot render status: {e}\n"),
         ),
+    }
+}
+
+/// Every POST needs the bearer token when one is configured.
+fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+    let token = s.config.borrow().daemon.control_token.clone();
+    let Some(token) = token else { return Ok(()) };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    match given {
+        None => Err(Box::new(error(
+            StatusCode::UNAUTHORIZED,
+            "missing \"Authorization: Bearer TOKEN\"",
+        ))),
+        Some(g) if constant_time_eq(g.as_bytes(), token.expose().as_bytes()) => Ok(()),
+        Some(_) => Err(Box::new(error(StatusCode::FORBIDDEN, "wrong bearer token"))),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn alertmanager(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    match s.alerts.apply(&body, super::scheduler::now_ms()) {
+        Ok(applied) => {
+            tracing::debug!(
+                firing = applied.firing,
+                resolved = applied.resolved,
+                "alerts received"
+            );
+            json(
+                StatusCode::OK,
+                serde_json::json!({ "firing": applied.firing, "resolved": applied.resolved }),
+            )
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "rejected an Alertmanager payload");
+            error(StatusCode::BAD_REQUEST, e.to_string())
+        }
+    }
+}
+
+async fn control(
+    State(s): State<Arc<Shared>>,
+    Path((name, action)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if s.config.borrow().daemon.control_token.is_none() {
+        return error(
+            StatusCode::NOT_FOUND,
+            "control endpoints are enabled by daemon.control_token_file",
+        );
+    }
+    if let Err(r) = authorized(&s, &headers) {
+        return *r;
+    }
+    let action = match action.as_str() {
+        "pause" => WatchAction::Pause,
+        "resume" => WatchAction::Resume,
+        "reset" => WatchAction::Reset,
+        other => {
+            return error(
+                StatusCode::NOT_FOUND,
+                format!("unknown action {other:?}; use pause, resume or reset"),
+            );
+        }
+    };
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    if s.commands
+        .send(WatchCommand {
+            watch: name.clone(),
+            action,
+            reply,
+        })
+        .await
+        .is_err()
+    {
+        return error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+    }
+    match answer.await {
+        Ok(Ok(state)) => json(
+            StatusCode::OK,
+            serde_json::json!({ "watch": name, "state": state }),
+        ),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+        Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),
     }
 }
 

@@ -1,14 +1,19 @@
-//! The long-running daemon: the supervisor that owns the live configuration
-//! and the clock, and the machinery around it (reloads from file events and
-//! SIGHUP through one path, signals, the HTTP endpoint, systemd notification).
+//! The long-running daemon: the supervisor that owns the live configuration,
+//! the engines and the clock ([`supervisor`]), the watch loops that observe
+//! ([`scheduler`]), and the machinery around them (reloads from file events
+//! and SIGHUP through one path, signals, the HTTP endpoint, metrics, systemd
+//! notification).
 
 mod http;
 mod metrics;
+mod scheduler;
 pub mod signals;
 pub mod status;
+mod supervisor;
 mod systemd;
 mod watcher;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -19,11 +24,15 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::{self, Config, Redactor};
+use crate::check::alert::AlertStore;
+use crate::config::{Config, Redactor};
+use crate::store::journal::Journal;
+use crate::store::memory::MemoryStore;
 use crate::store::{StateDir, StoreError};
 use crate::telemetry::Telemetry;
 pub use metrics::Metrics;
-use status::ReloadRecord;
+use status::{Live, ReloadRecord};
+use supervisor::{Channels, Parts, Supervisor, WatchCommand};
 
 /// Messages to the supervisor. SIGHUP and file events both send `Reload`,
 /// so there is one reload path.
@@ -36,6 +45,8 @@ pub enum Control {
 pub enum DaemonError {
     #[error(transparent)]
     State(#[from] StoreError),
+    #[error("cannot open the state directory's files: {0}")]
+    StateFiles(std::io::Error),
     #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
@@ -52,11 +63,14 @@ pub struct Shared {
     config: watch::Receiver<Arc<Config>>,
     loaded_at: RwLock<SystemTime>,
     last_reload: RwLock<Option<ReloadRecord>>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     ready: AtomicBool,
     started: Instant,
     heartbeat_ms: AtomicU64,
     redactor: Redactor,
+    live: RwLock<BTreeMap<String, Live>>,
+    alerts: Arc<AlertStore>,
+    commands: mpsc::Sender<WatchCommand>,
 }
 
 impl Shared {
@@ -70,6 +84,12 @@ impl Shared {
         Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Acquire)))
     }
 
+    fn forget(&self, watch: &str) {
+        if let Ok(mut l) = self.live.write() {
+            l.remove(watch);
+        }
+    }
+
     fn status(&self) -> status::Status {
         let config = self.config.borrow().clone();
         let loaded_at = self
@@ -78,7 +98,8 @@ impl Shared {
             .map(|t| *t)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let last = self.last_reload.read().ok().and_then(|r| r.clone());
-        status::build(&config, loaded_at, last)
+        let live = self.live.read().map(|l| l.clone()).unwrap_or_default();
+        status::build(&config, loaded_at, last, &live)
     }
 }
 
@@ -96,6 +117,13 @@ pub async fn run(
     redactor: Redactor,
 ) -> Result<(), DaemonError> {
     let state = StateDir::open(&config.daemon.state_dir)?;
+    let journal = Journal::open(state.path()).map_err(DaemonError::StateFiles)?;
+    let memory = MemoryStore::open(state.path()).map_err(DaemonError::StateFiles)?;
+    let (alerts, damaged) = AlertStore::open(state.path());
+    if let Some(w) = damaged {
+        warn!(problem = %w, "firing alerts forgotten");
+    }
+    let alerts = Arc::new(alerts);
     let addr = config.daemon.listen;
     let listener = TcpListener::bind(addr)
         .await
@@ -106,6 +134,9 @@ pub async fn run(
 
     let shutdown = CancellationToken::new();
     let (control_tx, control_rx) = mpsc::channel(8);
+    let (reports_tx, reports_rx) = mpsc::channel(1024);
+    let (answers_tx, answers_rx) = mpsc::channel(256);
+    let (commands_tx, commands_rx) = mpsc::channel(16);
     signals::spawn(control_tx.clone(), shutdown.clone()).map_err(DaemonError::Signals)?;
     // Without inotify (its instances are a per-user limit that busy nodes
     // exhaust) the daemon still works: SIGHUP reloads.
@@ -122,30 +153,53 @@ pub async fn run(
         });
     }
 
+    let metrics = Arc::new(Metrics::new());
+    let (probes_tx, probes_rx) = watch::channel(Arc::new(scheduler::Probes::build(&config)));
+    let sched = Arc::new(scheduler::Shared {
+        probes: probes_rx,
+        coalescer: Default::default(),
+        alerts: alerts.clone(),
+        permits: tokio::sync::Semaphore::new(scheduler::MAX_CONCURRENT_CHECKS),
+        metrics: metrics.clone(),
+    });
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let now = SystemTime::now();
     let shared = Arc::new(Shared {
         config: config_rx,
         loaded_at: RwLock::new(now),
         last_reload: RwLock::new(None),
-        metrics: Metrics::new(),
+        metrics: metrics.clone(),
         ready: AtomicBool::new(false),
         started: Instant::now(),
         heartbeat_ms: AtomicU64::new(0),
         redactor,
+        live: RwLock::new(BTreeMap::new()),
+        alerts,
+        commands: commands_tx,
     });
-    let mut sup = Supervisor {
+    metrics.config_last_reload_success.set(epoch_secs(now));
+    metrics.config_last_reload_successful.set(1);
+    metrics.leader.set(1);
+
+    let mut sup = Supervisor::new(Parts {
         shared: shared.clone(),
         config: config_tx,
         telemetry,
         watcher,
+        journal,
+        memory,
+        sched,
+        probes: probes_tx,
+        reports: reports_tx,
+        answers: answers_tx,
+    });
+    sup.start();
+    let mut channels = Channels {
+        control: control_rx,
+        reports: reports_rx,
+        answers: answers_rx,
+        commands: commands_rx,
     };
-    sup.publish_counts();
-    shared
-        .metrics
-        .config_last_reload_success
-        .set(epoch_secs(now));
-    shared.metrics.config_last_reload_successful.set(1);
 
     let http = tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
     shared.ready.store(true, Ordering::Release);
@@ -159,185 +213,19 @@ pub async fn run(
             "rollbackd started"
         );
     }
-    systemd::ready(&sup.status_line());
+    systemd::ready(&sup.ready_line());
 
-    sup.run(control_rx, shutdown.clone()).await;
+    sup.run(&mut channels, shutdown.clone()).await;
 
     systemd::stopping();
     let grace = sup.config.borrow().daemon.shutdown_timeout;
-    match tokio::time::timeout(grace, http).await {
+    sup.shutdown(&mut channels, grace).await;
+    match tokio::time::timeout(Duration::from_secs(2), http).await {
         Ok(Ok(Err(e))) => return Err(DaemonError::Http(e)),
         Ok(_) => {}
-        Err(_) => {
-            warn!(timeout = %humantime::format_duration(grace), "HTTP connections still open at the shutdown timeout; closing them")
-        }
+        Err(_) => warn!("HTTP connections still open at shutdown; closing them"),
     }
     drop(state);
     info!("rollbackd stopped");
     Ok(())
-}
-
-struct Supervisor {
-    shared: Arc<Shared>,
-    config: watch::Sender<Arc<Config>>,
-    telemetry: Telemetry,
-    watcher: Option<watcher::ConfigWatcher>,
-}
-
-impl Supervisor {
-    async fn run(&mut self, mut control: mpsc::Receiver<Control>, shutdown: CancellationToken) {
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let watchdog = systemd::watchdog_interval();
-        let mut pet = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-        loop {
-            self.shared.beat();
-            tokio::select! {
-                _ = shutdown.cancelled() => break,
-                Some(msg) = control.recv() => match msg {
-                    Control::Reload { cause } => self.reload(cause).await,
-                },
-                _ = tick.tick() => {}
-                _ = pet.tick(), if watchdog.is_some() => systemd::watchdog(),
-            }
-        }
-    }
-
-    fn status_line(&self) -> String {
-        let n = self.config.borrow().watches.len();
-        let rejected = self.shared.last_reload.read().ok().and_then(|r| {
-            r.as_ref()
-                .filter(|r| r.result == "failure")
-                .map(|r| r.errors.len())
-        });
-        match rejected {
-            Some(e) => format!("watching {n} watches; last reload rejected with {e} errors"),
-            None => format!("watching {n} watches"),
-        }
-    }
-
-    fn publish_counts(&self) {
-        let cfg = self.config.borrow();
-        let m = &self.shared.metrics;
-        m.watches.set(cfg.watches.len() as i64);
-        let count =
-            |f: fn(&config::Watch) -> usize| cfg.watches.iter().map(f).sum::<usize>() as i64;
-        m.checks
-            .get_or_create(&metrics::KindLabel { kind: "health" })
-            .set(count(|w| w.health.len()));
-        m.checks
-            .get_or_create(&metrics::KindLabel { kind: "prometheus" })
-            .set(count(|w| w.prometheus.len()));
-        m.checks
-            .get_or_create(&metrics::KindLabel { kind: "alert" })
-            .set(count(|w| w.alerts.len()));
-    }
-
-    fn record(&self, cause: &'static str, errors: Vec<String>) {
-        let result = if errors.is_empty() {
-            "success"
-        } else {
-            "failure"
-        };
-        let record = ReloadRecord {
-            at: status::rfc3339(SystemTime::now()),
-            cause,
-            result,
-            errors,
-        };
-        if let Ok(mut r) = self.shared.last_reload.write() {
-            *r = Some(record);
-        }
-        let m = &self.shared.metrics;
-        m.config_reloads
-            .get_or_create(&metrics::ResultLabel { result })
-            .inc();
-        m.config_last_reload_successful
-            .set(i64::from(result == "success"));
-    }
-
-    /// The one reload path: read everything, validate it whole, and either
-    /// swap it in or keep the last good configuration.
-    async fn reload(&mut self, cause: &'static str) {
-        systemd::reloading();
-        if let Some(w) = &mut self.watcher {
-            w.refresh();
-        }
-        let old = self.config.borrow().clone();
-        let path = old.main_file.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
-        let new = match loaded {
-            Ok(Ok(new)) => new,
-            Ok(Err(errors)) => {
-                let lines: Vec<String> = errors.errors.iter().map(|d| d.to_string()).collect();
-                self.reject(cause, lines);
-                return;
-            }
-            Err(join) => {
-                self.reject(cause, vec![format!("configuration loader failed: {join}")]);
-                return;
-            }
-        };
-        let refused = config::restart_required(&old, &new);
-        if !refused.is_empty() {
-            self.reject(cause, refused);
-            return;
-        }
-        self.shared.redactor.add(&new.secrets);
-        for w in &new.warnings {
-            warn!(warning = %w, "configuration warning");
-        }
-        let d = config::diff(&old, &new);
-        let logging = match self
-            .telemetry
-            .apply(new.daemon.log_format, &new.daemon.log_level)
-        {
-            Ok(changed) => changed,
-            Err(e) => vec![format!("not applied: {e}")],
-        };
-        if let Some(w) = &mut self.watcher {
-            w.update(&new);
-        }
-        if d.is_noop() && logging.is_empty() {
-            tracing::debug!(
-                cause,
-                watches = new.watches.len(),
-                "configuration reloaded, nothing changed"
-            );
-        } else {
-            info!(
-                cause,
-                added = %d.added.join(","),
-                removed = %d.removed.join(","),
-                changed = %d.changed.join(","),
-                kept = d.kept.len(),
-                logging = %logging.join(","),
-                "configuration reloaded"
-            );
-        }
-        let now = SystemTime::now();
-        self.config.send_replace(Arc::new(new));
-        if let Ok(mut t) = self.shared.loaded_at.write() {
-            *t = now;
-        }
-        self.shared
-            .metrics
-            .config_last_reload_success
-            .set(epoch_secs(now));
-        self.record(cause, Vec::new());
-        self.publish_counts();
-        systemd::ready(&self.status_line());
-    }
-
-    fn reject(&mut self, cause: &'static str, errors: Vec<String>) {
-        for e in &errors {
-            warn!(cause, error = %e, "configuration error");
-        }
-        warn!(
-            cause,
-            errors = errors.len(),
-            "configuration rejected; the last good configuration keeps running"
-        );
-        self.record(cause, errors);
-        systemd::ready(&self.status_line());
-    }
 }

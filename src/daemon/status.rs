@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::config::{Arm, Config, Target};
+use crate::engine::{CheckResult, Machine, Millis};
 
 #[derive(Debug, Serialize)]
 pub struct Status {
@@ -28,10 +29,77 @@ pub struct ReloadRecord {
     pub errors: Vec<String>,
 }
 
+/// A watch's engine, as the supervisor last saw it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Live {
+    pub state: &'static str,
+    pub revision: Option<String>,
+    pub armed_until: Option<String>,
+    pub streak: u32,
+    pub last_evaluation: Option<LastEvaluation>,
+    pub last_rollback: Option<LastRollback>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastEvaluation {
+    pub at: String,
+    pub result: &'static str,
+    pub checks: Vec<CheckResult>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastRollback {
+    pub rollback_id: String,
+    pub from_revision: String,
+    pub to_revision: Option<String>,
+    pub trigger: crate::engine::Trigger,
+    pub started_at: String,
+    pub finished_at: String,
+    pub outcome: &'static str,
+}
+
+fn at(ms: Millis) -> String {
+    rfc3339(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(ms))
+}
+
+impl Live {
+    pub fn of(m: &Machine, now: Millis) -> Self {
+        Self {
+            state: m.state(now).as_str(),
+            revision: m.revision.as_ref().map(|r| r.id.clone()),
+            armed_until: match m.policy.arm {
+                Arm::Always => None,
+                Arm::AfterRollout => m.armed_until.filter(|t| *t > now).map(at),
+            },
+            streak: m.streak,
+            last_evaluation: m.last_evaluation.as_ref().map(|e| LastEvaluation {
+                at: at(e.at),
+                result: e.verdict.as_str(),
+                checks: e.checks.clone(),
+            }),
+            last_rollback: m.last_rollback.as_ref().map(|r| LastRollback {
+                rollback_id: r.rollback_id.clone(),
+                from_revision: r.from.clone(),
+                to_revision: r.to.clone(),
+                trigger: r.trigger,
+                started_at: at(r.started),
+                finished_at: at(r.finished),
+                outcome: r.outcome.as_str(),
+            }),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct WatchStatus {
     pub name: String,
     pub target: TargetStatus,
+    pub state: &'static str,
+    pub revision: Option<String>,
+    pub armed_until: Option<String>,
+    pub streak: u32,
+    pub last_evaluation: Option<LastEvaluation>,
+    pub last_rollback: Option<LastRollback>,
     pub defined_at: String,
     pub interval: String,
     pub failure_threshold: u32,
@@ -59,6 +127,7 @@ pub enum TargetStatus {
     },
 }
 
+/// A check's definition (its last result is under `last_evaluation`).
 #[derive(Debug, Serialize)]
 pub struct CheckStatus {
     pub kind: &'static str,
@@ -76,14 +145,23 @@ pub fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
+pub fn rfc3339_millis(t: SystemTime) -> String {
+    humantime::format_rfc3339_millis(t).to_string()
+}
+
 fn duration(d: std::time::Duration) -> String {
     humantime::format_duration(d).to_string()
 }
 
-pub fn build(config: &Config, loaded_at: SystemTime, last_reload: Option<ReloadRecord>) -> Status {
+pub fn build(
+    config: &Config,
+    loaded_at: SystemTime,
+    last_reload: Option<ReloadRecord>,
+    live: &std::collections::BTreeMap<String, Live>,
+) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION"),
-        // Without leader election this daemon is the only one acting.
+        // `run` refuses leader election for now: this daemon is the only one.
         leader: true,
         config_file: config.main_file.display().to_string(),
         config_loaded_at: rfc3339(loaded_at),
@@ -91,12 +169,12 @@ pub fn build(config: &Config, loaded_at: SystemTime, last_reload: Option<ReloadR
         watches: config
             .watches
             .iter()
-            .map(|w| watch_status(config, w))
+            .map(|w| watch_status(config, w, live.get(&w.name)))
             .collect(),
     }
 }
 
-fn watch_status(config: &Config, w: &crate::config::Watch) -> WatchStatus {
+fn watch_status(config: &Config, w: &crate::config::Watch, live: Option<&Live>) -> WatchStatus {
     let target = match &w.target {
         Target::Kubernetes(k) => TargetStatus::Kubernetes {
             kind: k.kind.as_str(),
@@ -152,9 +230,23 @@ fn watch_status(config: &Config, w: &crate::config::Watch) -> WatchStatus {
         });
     }
     let s = &w.settings;
+    let live = live.cloned().unwrap_or(Live {
+        state: "idle",
+        revision: None,
+        armed_until: None,
+        streak: 0,
+        last_evaluation: None,
+        last_rollback: None,
+    });
     WatchStatus {
         name: w.name.clone(),
         target,
+        state: live.state,
+        revision: live.revision,
+        armed_until: live.armed_until,
+        streak: live.streak,
+        last_evaluation: live.last_evaluation,
+        last_rollback: live.last_rollback,
         defined_at: config
             .origins
             .get(&w.name)

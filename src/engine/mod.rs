@@ -572,6 +572,10 @@ impl Machine {
                     fx,
                 );
             }
+            Recheck::Refused(why) => {
+                self.phase = Phase::Watching;
+                self.escalate(now, why, fx);
+            }
             Recheck::Failed(error) => {
                 // Try again at the next failing evaluation.
                 self.phase = Phase::Watching;

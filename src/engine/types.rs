@@ -191,6 +191,8 @@ pub enum Recheck {
     Superseded(Revision),
     Paused,
     NoPrevious,
+    /// The adapter cannot act on this target at all (said once, escalated).
+    Refused(String),
     /// The target could not be read.
     Failed(String),
 }
