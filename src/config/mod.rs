@@ -243,7 +243,12 @@ impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Target::Kubernetes(k) => write!(f, "{}/{}/{}", k.kind.as_str(), k.namespace, k.name),
-            Target::Command(c) => write!(f, "command {}", c.rollback.join(" ")),
+            // Only the program: arguments can be long, and carry tokens.
+            Target::Command(c) => write!(
+                f,
+                "command {}",
+                c.rollback.first().map(String::as_str).unwrap_or("")
+            ),
         }
     }
 }

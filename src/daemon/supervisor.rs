@@ -614,8 +614,16 @@ impl Supervisor {
         }
         let old = self.config.borrow().clone();
         let path = old.main_file.clone();
-        let loaded = tokio::task::spawn_blocking(move || config::load(&path)).await;
-        let new = match loaded {
+        // Building HTTP clients reads the system's CA roots: keep it off the
+        // supervisor, with the file reading.
+        let loaded = tokio::task::spawn_blocking(move || {
+            config::load(&path).map(|c| {
+                let probes = Probes::build(&c);
+                (c, probes)
+            })
+        })
+        .await;
+        let (new, probes) = match loaded {
             Ok(Ok(new)) => new,
             Ok(Err(errors)) => {
                 let lines: Vec<String> = errors.errors.iter().map(|d| d.to_string()).collect();
@@ -647,6 +655,21 @@ impl Supervisor {
         if let Some(w) = &mut self.watcher {
             w.update(&new);
         }
+        let now = SystemTime::now();
+        let new = Arc::new(new);
+        self.probes.send_replace(Arc::new(probes));
+        self.config.send_replace(new.clone());
+        self.sync_watches(&new);
+        if let Ok(mut t) = self.shared.loaded_at.write() {
+            *t = now;
+        }
+        self.shared
+            .metrics
+            .config_last_reload_success
+            .set(super::epoch_secs(now));
+        self.record(cause, Vec::new());
+        self.publish_counts();
+        // Logged once applied: whoever reads this line sees the new state.
         if d.is_noop() && logging.is_empty() {
             debug!(
                 cause,
@@ -664,20 +687,6 @@ impl Supervisor {
                 "configuration reloaded"
             );
         }
-        let now = SystemTime::now();
-        let new = Arc::new(new);
-        self.probes.send_replace(Arc::new(Probes::build(&new)));
-        self.config.send_replace(new.clone());
-        self.sync_watches(&new);
-        if let Ok(mut t) = self.shared.loaded_at.write() {
-            *t = now;
-        }
-        self.shared
-            .metrics
-            .config_last_reload_success
-            .set(super::epoch_secs(now));
-        self.record(cause, Vec::new());
-        self.publish_counts();
         systemd::ready(&self.status_line());
     }
 
@@ -724,7 +733,7 @@ async fn execute(def: &Watch, effect: Effect) -> Answer {
                 },
                 None,
             ),
-            Effect::WaitRollout { rollback_id } => answer(
+            Effect::WaitRollout { rollback_id, .. } => answer(
                 Input::RolledOut {
                     rollback_id,
                     result: RolloutResult::Failed(why),
@@ -804,15 +813,57 @@ async fn execute(def: &Watch, effect: Effect) -> Answer {
                 ),
             }
         }
-        // The command's success is the rollout: verification starts now.
-        Effect::WaitRollout { rollback_id } => answer(
-            Input::RolledOut {
-                rollback_id,
-                result: RolloutResult::Complete,
-            },
-            None,
-        ),
+        Effect::WaitRollout { rollback_id, from } => {
+            let result = wait_version_change(def, c, &from).await;
+            answer(
+                Input::RolledOut {
+                    rollback_id,
+                    result,
+                },
+                None,
+            )
+        }
         _ => unreachable_effect(&watch),
+    }
+}
+
+/// A command target's rollout is done when `current` no longer prints the
+/// version rolled away from. Right after a successful rollback command that
+/// is at once; after a restart the command may still be running, orphaned,
+/// so this waits for it, bounded by `rollout_timeout`. Without `current`
+/// the command's success is all there is to go by.
+async fn wait_version_change(
+    def: &Watch,
+    c: &crate::config::CommandTarget,
+    from: &str,
+) -> RolloutResult {
+    let Some(argv) = &c.current else {
+        return RolloutResult::Complete;
+    };
+    let deadline = tokio::time::Instant::now() + def.settings.rollout_timeout;
+    let env = command::Env {
+        watch: &def.name,
+        reason: "",
+        from_version: from,
+    };
+    let poll = def
+        .settings
+        .interval
+        .clamp(Duration::from_millis(50), Duration::from_secs(5));
+    loop {
+        if let Ok(v) =
+            command::current(argv, &env, poll.max(Duration::from_secs(1)).min(c.timeout)).await
+            && v != from
+        {
+            return RolloutResult::Complete;
+        }
+        if tokio::time::Instant::now() + poll > deadline {
+            return RolloutResult::Failed(format!(
+                "`current` still reports {from} {} after the rollback",
+                humantime::format_duration(def.settings.rollout_timeout)
+            ));
+        }
+        tokio::time::sleep(poll).await;
     }
 }
 

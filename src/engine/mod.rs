@@ -467,6 +467,7 @@ impl Machine {
                 self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
                 fx.push(Effect::WaitRollout {
                     rollback_id: rollback_id.clone(),
+                    from: from.clone(),
                 });
                 self.phase = Phase::RollingOut {
                     rollback_id,
@@ -485,7 +486,7 @@ impl Machine {
                     &from,
                     "the daemon restarted while waiting for the rollout; waiting again",
                 ));
-                fx.push(Effect::WaitRollout { rollback_id });
+                fx.push(Effect::WaitRollout { rollback_id, from });
             }
             Phase::Verifying {
                 rollback_id,
@@ -641,6 +642,7 @@ impl Machine {
                 fx.push(Effect::Journal(r));
                 fx.push(Effect::WaitRollout {
                     rollback_id: rollback_id.clone(),
+                    from: from.clone(),
                 });
                 self.phase = Phase::RollingOut {
                     rollback_id,

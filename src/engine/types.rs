@@ -264,7 +264,7 @@ pub enum Effect {
     /// Undo, answering with [`Input::Acted`].
     Rollback(Order),
     /// Wait for the rollout, answering with [`Input::RolledOut`].
-    WaitRollout { rollback_id: String },
+    WaitRollout { rollback_id: String, from: String },
     /// Append to the journal, durably, before the effects that follow.
     Journal(Record),
     /// Tell people (through the outbox; never waited for).

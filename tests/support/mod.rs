@@ -251,3 +251,75 @@ impl Scratch {
         COMMAND_WATCH.replace("NAME", name)
     }
 }
+
+/// A tiny HTTP server for health endpoints: every request is answered with
+/// the status `status()` returns at that moment, and counted.
+pub struct HealthServer {
+    pub addr: SocketAddr,
+    pub hits: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl HealthServer {
+    pub fn start(status: impl Fn() -> u16 + Send + Sync + 'static) -> HealthServer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = hits.clone();
+        let status = Arc::new(status);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let status = status.clone();
+                let counter = counter.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let code = status();
+                    let body = if code < 400 { "ok" } else { "failing" };
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                });
+            }
+        });
+        HealthServer { addr, hits }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/health", self.addr)
+    }
+}
+
+/// The records of a state directory's journal.
+pub fn journal(state_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(state_dir.join("journal.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub fn events(state_dir: &Path) -> Vec<String> {
+    journal(state_dir)
+        .iter()
+        .map(|r| r["event"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// Nanoseconds since the epoch, the same clock as `date +%s%N`.
+pub fn epoch_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
