@@ -47,7 +47,7 @@ impl Host {
         std::fs::write(
             self.path("rollbackd.toml"),
             "[daemon]\nwatches = [\"watches.d\"]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
-                 [notifiers.log]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n[defaults]\nnotify = [\"log\"]\n".to_string(),
+                 [notifiers.log]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n[defaults]\nnotify = [\"log\"]\n",
         )
         .unwrap();
         let rollback = format!(
