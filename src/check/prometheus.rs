@@ -274,12 +274,17 @@ pub fn judge(check: &PrometheusCheck, answer: &Answer, baseline: Option<&Baselin
         } else {
             "the query returned NaN"
         };
+        let policy = match check.on_no_data {
+            OnNoData::Inconclusive => "inconclusive",
+            OnNoData::Fail => "fail",
+            OnNoData::Pass => "pass",
+        };
         return base_result(
             check,
             verdict_for(check.on_no_data),
             None,
             Labels::new(),
-            format!("{what} (on_no_data = {:?})", check.on_no_data).to_lowercase(),
+            format!("{what} (on_no_data = {policy})"),
         );
     }
     let relative = check.max_increase.is_some() || check.min_decrease.is_some();

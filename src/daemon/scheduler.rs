@@ -136,6 +136,7 @@ pub fn spawn(
         revision: running.revision.clone(),
         baselines: running.baselines.clone(),
         last_version: None,
+        last_poll: None,
         last_error: None,
     };
     let cancel = running.cancel.clone();
@@ -152,6 +153,8 @@ struct Loop {
     revision: Arc<RwLock<Option<Revision>>>,
     baselines: Arc<RwLock<BTreeMap<String, (String, Baseline)>>>,
     last_version: Option<String>,
+    /// When `current` last answered: a new version appeared after it.
+    last_poll: Option<Millis>,
     last_error: Option<String>,
 }
 
@@ -212,9 +215,11 @@ impl Loop {
             from_version: self.last_version.as_deref().unwrap_or(""),
         };
         let timeout = self.watch.settings.interval.min(c.timeout);
+        let polled = now_ms();
         match command::current(argv, &env, timeout).await {
             Ok(version) => {
                 self.last_error = None;
+                let previous_poll = self.last_poll.replace(polled);
                 if self.last_version.as_deref() != Some(version.as_str()) {
                     // The first version this loop sees has an unknown age:
                     // only the saved memory can say whether it is armed.
@@ -224,9 +229,13 @@ impl Loop {
                         Origin::Rollout
                     };
                     self.last_version = Some(version.clone());
+                    // The rollout began after the last poll that saw the old
+                    // version: that is the baseline's moment, and the start
+                    // of the arming window.
+                    let since = previous_poll.unwrap_or(polled);
                     let rev = Revision {
                         id: version,
-                        since: now_ms(),
+                        since,
                         origin,
                     };
                     return self.report(Observation::Revision(rev)).await;
@@ -336,6 +345,11 @@ impl Loop {
         timeout: Duration,
     ) -> Option<Baseline> {
         let rev = self.revision.read().ok()?.clone()?;
+        // A revision first seen after a start has an unknown rollout time:
+        // its first sighting may already be bad, so it is no baseline.
+        if rev.origin == Origin::Unknown {
+            return None;
+        }
         if let Some((for_rev, b)) = self.baselines.read().ok()?.get(&check.name)
             && *for_rev == rev.id
         {

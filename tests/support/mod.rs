@@ -323,3 +323,214 @@ pub fn epoch_nanos() -> u128 {
         .unwrap()
         .as_nanos()
 }
+
+/// A free port on loopback (bound and released: good enough for peers that
+/// cannot be told to pick their own).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Runs a peer program that dies with the test process: a shell holds its
+/// stdin, and when the test process exits, the pipe closes and the shell
+/// kills the peer. No peer outlives its tests.
+pub fn spawn_peer(program: &str, args: &[String]) -> Child {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{program} is not installed: the tests need the real one (.ci/run installs it with apt-get)"
+    );
+    Command::new("sh")
+        .arg("-c")
+        .arg("\"$@\" >/dev/null 2>&1 & p=$!; cat >/dev/null; kill $p 2>/dev/null; wait $p")
+        .arg("peer")
+        .arg(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+}
+
+/// Percent-encodes a query string value.
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// A plain HTTP/1.1 POST of a JSON body; returns the status and the body.
+pub fn http_post(
+    addr: SocketAddr,
+    path: &str,
+    body: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read response");
+    let code = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("status line");
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (code, body)
+}
+
+/// An application that counts requests by status, exposed for Prometheus:
+/// 100 good requests a second, plus `errors_per_tick` failed ones every
+/// 100 ms while `bad()` holds.
+pub struct Exporter {
+    pub addr: SocketAddr,
+}
+
+impl Exporter {
+    pub fn start(errors_per_tick: u64, bad: impl Fn() -> bool + Send + Sync + 'static) -> Exporter {
+        use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+        let ok = Arc::new(AtomicU64::new(0));
+        let errors = Arc::new(AtomicU64::new(0));
+        let (o, e) = (ok.clone(), errors.clone());
+        std::thread::spawn(move || {
+            loop {
+                o.fetch_add(10, SeqCst);
+                if bad() {
+                    e.fetch_add(errors_per_tick, SeqCst);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let server = HealthServerLike::start(move || {
+            format!(
+                "# TYPE http_requests_total counter\nhttp_requests_total{{status=\"200\"}} {}\nhttp_requests_total{{status=\"500\"}} {}\n",
+                ok.load(SeqCst),
+                errors.load(SeqCst)
+            )
+        });
+        Exporter { addr: server }
+    }
+}
+
+/// Serves a text body produced per request, on any path.
+struct HealthServerLike;
+
+impl HealthServerLike {
+    fn start(body: impl Fn() -> String + Send + Sync + 'static) -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = Arc::new(body);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let body = body.clone();
+                std::thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let text = body();
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                        text.len()
+                    );
+                });
+            }
+        });
+        addr
+    }
+}
+
+/// A real Prometheus scraping `targets` (name -> address) every second,
+/// each target labelled `scenario="NAME"`.
+pub struct Prometheus {
+    pub addr: SocketAddr,
+    _child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    pub fn start(targets: &[(&str, SocketAddr)]) -> Prometheus {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = String::from(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: app\n    static_configs:\n",
+        );
+        for (name, addr) in targets {
+            config.push_str(&format!(
+                "      - targets: [\"{addr}\"]\n        labels: {{scenario: \"{name}\"}}\n"
+            ));
+        }
+        std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
+        std::fs::create_dir(dir.path().join("data")).unwrap();
+        let port = free_port();
+        let child = spawn_peer(
+            "prometheus",
+            &[
+                format!(
+                    "--config.file={}",
+                    dir.path().join("prometheus.yml").display()
+                ),
+                format!("--storage.tsdb.path={}", dir.path().join("data").display()),
+                format!("--web.listen-address=127.0.0.1:{port}"),
+                "--storage.tsdb.retention.time=1h".into(),
+                "--log.level=warn".into(),
+            ],
+        );
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let ready = wait_until(Duration::from_secs(30), || {
+            TcpStream::connect(addr).is_ok() && http_get(addr, "/-/ready").0 == 200
+        });
+        assert!(ready, "Prometheus did not become ready");
+        Prometheus {
+            addr,
+            _child: child,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The first value of an instant query, if any.
+    pub fn value(&self, query: &str) -> Option<f64> {
+        let (_, body) = http_get(
+            self.addr,
+            &format!("/api/v1/query?query={}", urlencode(query)),
+        );
+        let v: serde_json::Value = serde_json::from_str(&body).ok()?;
+        v["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+}
