@@ -337,7 +337,7 @@ pub fn free_port() -> u16 {
 /// Runs a peer program that dies with the test process: a shell holds its
 /// stdin, and when the test process exits, the pipe closes and the shell
 /// kills the peer. No peer outlives its tests.
-pub fn spawn_peer(program: &str, args: &[String]) -> Child {
+pub fn spawn_peer(program: &str, args: &[String]) -> Peer {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
         .output()
@@ -357,7 +357,19 @@ pub fn spawn_peer(program: &str, args: &[String]) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(Peer)
         .unwrap_or_else(|e| panic!("cannot start {program}: {e}"))
+}
+
+/// A running peer; dropping it stops it.
+pub struct Peer(Child);
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Closing stdin makes the holding shell kill the peer.
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
 }
 
 /// Percent-encodes a query string value.
@@ -477,7 +489,7 @@ impl HealthServerLike {
 /// each target labelled `scenario="NAME"`.
 pub struct Prometheus {
     pub addr: SocketAddr,
-    _child: Child,
+    _peer: Peer,
     _dir: tempfile::TempDir,
 }
 
@@ -495,7 +507,7 @@ impl Prometheus {
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();
         std::fs::create_dir(dir.path().join("data")).unwrap();
         let port = free_port();
-        let child = spawn_peer(
+        let peer = spawn_peer(
             "prometheus",
             &[
                 format!(
