@@ -527,7 +527,7 @@ impl Prometheus {
         assert!(ready, "Prometheus did not become ready");
         Prometheus {
             addr,
-            _child: child,
+            _peer: peer,
             _dir: dir,
         }
     }
