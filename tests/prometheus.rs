@@ -366,3 +366,75 @@ max_increase = 2.0
         "the baseline is the rate before the rollout (~100/s): {baseline}"
     );
 }
+
+#[test]
+fn check_online_asks_prometheus_resolves_urls_and_finds_commands() {
+    let host = Host::new("steady");
+    std::fs::write(
+        host.path("rollbackd.toml"),
+        format!(
+            "[daemon]\nwatches = [\"watches.d\"]\n[notifiers.log]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n[defaults]\nnotify = [\"log\"]\n\
+             [prometheus.default]\nurl = \"{}\"\n[prometheus.dead]\nurl = \"http://127.0.0.1:{}\"\ntimeout = \"1s\"\n",
+            lab().prometheus.url(),
+            support::free_port()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        host.path("watches.d/w.toml"),
+        r#"[[watch]]
+name = "good"
+target = { kind = "command", current = ["cat", "/dev/null"], rollback = ["/bin/true"] }
+[[watch.prometheus]]
+name = "rate"
+query = 'sum(rate(http_requests_total{scenario="steady"}[3s]))'
+min = 1
+[[watch.health]]
+url = "http://localhost:9/health"
+
+[[watch]]
+name = "bad"
+target = { kind = "command", rollback = ["/nonexistent/deploy", "rollback"] }
+[[watch.prometheus]]
+name = "typo"
+query = 'sum(rate(http_requests_total[3s]'
+max = 1
+[[watch.prometheus]]
+name = "elsewhere"
+source = "dead"
+query = 'up'
+max = 1
+[[watch.health]]
+url = "http://no-such-host.invalid/health"
+"#,
+    )
+    .unwrap();
+    let out = support::command(&[
+        "check",
+        "--online",
+        "-c",
+        host.path("rollbackd.toml").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    for line in [
+        "  ok      prometheus source default: answers",
+        "  ok      watch good prometheus check rate: parses; returns 1 series",
+        "  ok      watch good health check health: localhost resolves to",
+        "  ok      watch good current command: /usr/bin/cat is executable",
+        "  FAILED  prometheus source dead: Prometheus is unreachable",
+        "  FAILED  watch bad prometheus check typo: the query is invalid (bad_data)",
+        "  FAILED  watch bad prometheus check elsewhere: cannot be checked: Prometheus is unreachable",
+        "  FAILED  watch bad health check health: no-such-host.invalid does not resolve",
+        "  FAILED  watch bad rollback command: /nonexistent/deploy does not exist",
+    ] {
+        assert!(
+            stdout.lines().any(|l| l.starts_with(line)),
+            "no line starting {line:?} in:\n{stdout}"
+        );
+    }
+    assert!(stderr.ends_with("5 online checks failed\n"), "{stderr}");
+}

@@ -1,5 +1,8 @@
 //! `rollbackd check`: validates the configuration like `nginx -t`, printing
-//! every error (and warning) as `FILE:LINE:COLUMN: message`, then a summary.
+//! every error (and warning) as `FILE:LINE:COLUMN: message`, then a summary;
+//! with `--online`, also proves what can only be proven by asking: that the
+//! Prometheus sources answer and the queries parse there, that health URLs
+//! resolve, and that commands exist.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -7,14 +10,49 @@ use std::fmt::Write;
 use super::{Exit, Global};
 use crate::config::{self, Config, Target};
 
-pub fn check(global: &Global) -> Exit {
+pub fn check(global: &Global, online: bool) -> Exit {
     match config::load(&global.config) {
         Ok(cfg) => {
             for w in &cfg.warnings {
                 eprintln!("{w}");
             }
             print!("{}", cfg.secrets.redact(&summary(&cfg)));
-            Exit::Success
+            if !online {
+                return Exit::Success;
+            }
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return Exit::Failure;
+                }
+            };
+            let results = runtime.block_on(online_checks(&cfg));
+            println!("online:");
+            let mut failed = 0;
+            for (what, result) in &results {
+                let line = match result {
+                    Ok(detail) => format!("  ok      {what}: {detail}"),
+                    Err(e) => {
+                        failed += 1;
+                        format!("  FAILED  {what}: {e}")
+                    }
+                };
+                println!("{}", cfg.secrets.redact(&line));
+            }
+            if failed > 0 {
+                eprintln!(
+                    "{}: {failed} online check{} failed",
+                    global.config.display(),
+                    if failed == 1 { "" } else { "s" }
+                );
+                Exit::Failure
+            } else {
+                Exit::Success
+            }
         }
         Err(errors) => {
             eprint!("{}", errors.render());
@@ -114,4 +152,113 @@ pub fn summary(cfg: &Config) -> String {
         );
     }
     out
+}
+
+type Outcome = (String, Result<String, String>);
+
+/// Everything `--online` proves, in configuration order.
+async fn online_checks(cfg: &Config) -> Vec<Outcome> {
+    use crate::check::Clients;
+    use crate::check::prometheus::{QueryError, Source};
+    use std::time::Duration;
+
+    let mut out = Vec::new();
+    let mut clients = Clients::default();
+    let mut sources = BTreeMap::new();
+    for (name, src) in &cfg.prometheus {
+        let what = format!("prometheus source {name}");
+        match clients.get(src.ca_file.as_deref()) {
+            Ok(http) => {
+                let source = Source::new(name, src, http);
+                let r = source
+                    .query("vector(1)", None, src.timeout)
+                    .await
+                    .map(|_| "answers".to_owned())
+                    .map_err(|e| e.to_string());
+                out.push((what, r));
+                sources.insert(name.clone(), source);
+            }
+            Err(e) => out.push((what, Err(e.to_string()))),
+        }
+    }
+    for w in &cfg.watches {
+        for p in &w.prometheus {
+            let what = format!("watch {} prometheus check {}", w.name, p.name);
+            let Some(source) = sources.get(&p.source) else {
+                continue;
+            };
+            let r = match source.query(&p.query, None, Duration::from_secs(10)).await {
+                Ok(a) => Ok(match a.result.samples() {
+                    Some(s) if s.is_empty() => "parses; returns no data right now".to_owned(),
+                    Some(s) => format!("parses; returns {} series", s.len()),
+                    None => "parses, but returns a string, which cannot be judged".to_owned(),
+                }),
+                Err(e @ QueryError::BadQuery { .. }) => Err(e.to_string()),
+                Err(e) => Err(format!("cannot be checked: {e}")),
+            };
+            out.push((what, r));
+        }
+        for h in &w.health {
+            let what = format!("watch {} health check {}", w.name, h.name);
+            out.push((what, resolve(&h.url).await));
+        }
+        if let Target::Command(c) = &w.target {
+            out.push((
+                format!("watch {} rollback command", w.name),
+                executable(&c.rollback[0]),
+            ));
+            if let Some(cur) = &c.current {
+                out.push((
+                    format!("watch {} current command", w.name),
+                    executable(&cur[0]),
+                ));
+            }
+        }
+    }
+    out
+}
+
+async fn resolve(url: &str) -> Result<String, String> {
+    let u = reqwest::Url::parse(url).map_err(|e| e.to_string())?;
+    let host = u
+        .host_str()
+        .ok_or("no host")?
+        .trim_matches(['[', ']'])
+        .to_owned();
+    let port = u.port_or_known_default().unwrap_or(80);
+    match tokio::net::lookup_host((host.as_str(), port)).await {
+        Ok(mut addrs) => match addrs.next() {
+            Some(a) => Ok(format!("{host} resolves to {}", a.ip())),
+            None => Err(format!("{host} resolves to no address")),
+        },
+        Err(e) => Err(format!("{host} does not resolve: {e}")),
+    }
+}
+
+/// Where a program would be found, as the daemon runs it (no shell).
+fn executable(program: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    for c in &candidates {
+        if let Ok(m) = std::fs::metadata(c)
+            && m.is_file()
+        {
+            return if m.permissions().mode() & 0o111 != 0 {
+                Ok(format!("{} is executable", c.display()))
+            } else {
+                Err(format!("{} is not executable", c.display()))
+            };
+        }
+    }
+    if program.contains('/') {
+        Err(format!("{program} does not exist"))
+    } else {
+        Err(format!("{program} is not on PATH"))
+    }
 }

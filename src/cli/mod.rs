@@ -83,9 +83,15 @@ pub enum Command {
     Run,
     /// Validate the configuration and print every error as FILE:LINE:COLUMN
     #[command(
-        after_help = "Example:\n  rollbackd check -c /etc/rollbackd/rollbackd.toml\n\nExit status: 0 valid, 2 invalid."
+        after_help = "Examples:\n  rollbackd check -c /etc/rollbackd/rollbackd.toml\n  rollbackd check --online   # also ask every Prometheus, resolve every URL, find every command\n\nExit status: 0 valid, 1 an online check failed, 2 invalid."
     )]
-    Check,
+    Check {
+        /// Also prove that each Prometheus source answers and each query
+        /// parses there, each health URL resolves, and each command exists
+        /// and is executable
+        #[arg(long)]
+        online: bool,
+    },
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  rollbackd completions bash > /usr/share/bash-completion/completions/rollbackd"
@@ -105,7 +111,7 @@ pub enum Command {
 pub fn dispatch(cli: Cli) -> ExitCode {
     let exit = match &cli.command {
         Command::Run => run::run(&cli.global),
-        Command::Check => check::check(&cli.global),
+        Command::Check { online } => check::check(&cli.global, *online),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,
