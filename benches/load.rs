@@ -19,7 +19,11 @@ use support::{Daemon, Exporter, HealthServer, Prometheus, wait_until};
 
 fn arg(name: &str, default: u64) -> u64 {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// CPU seconds (user + system) the process has used.
@@ -28,7 +32,10 @@ fn cpu_seconds(pid: u32) -> f64 {
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        + fields
+            .get(12)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
     ticks / 100.0
 }
 
@@ -46,10 +53,25 @@ fn rss_mib(pid: u32) -> f64 {
 /// The bucket bound under which `q` of the observations fall.
 fn quantile(metrics: &str, name: &str, q: f64) -> String {
     let mut buckets: Vec<(f64, f64)> = Vec::new();
-    for l in metrics.lines().filter(|l| l.starts_with(&format!("{name}_bucket{{"))) {
-        let le = l.split("le=\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("");
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-        let n: f64 = l.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    for l in metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}_bucket{{")))
+    {
+        let le = l
+            .split("le=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("");
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        let n: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
         buckets.push((le, n));
     }
     let total = buckets.last().map(|b| b.1).unwrap_or(0.0);
@@ -59,13 +81,20 @@ fn quantile(metrics: &str, name: &str, q: f64) -> String {
     }
 }
 
-fn run(mode: &str, watches: u64, interval: u64, intervals: u64, prometheus: &Prometheus, health: &HealthServer) {
+fn run(
+    mode: &str,
+    watches: u64,
+    interval: u64,
+    intervals: u64,
+    prometheus: &Prometheus,
+    health: &HealthServer,
+) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("watches.d")).unwrap();
     std::fs::write(
         dir.path().join("rollbackd.toml"),
         format!(
-            "[daemon]\nwatches = [\"watches.d\"]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"warn\"\n\
+            "[daemon]\nwatches = [\"watches.d\"]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\nlog_level = \"info\"\n\
              [notifiers.log]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n[defaults]\nnotify = [\"log\"]\ninterval = \"{interval}s\"\n\
              [prometheus.default]\nurl = \"{}\"\n",
             prometheus.url()
@@ -91,19 +120,31 @@ fn run(mode: &str, watches: u64, interval: u64, intervals: u64, prometheus: &Pro
     let pid = d.pid();
     // One interval of warm-up: every watch has run once.
     std::thread::sleep(Duration::from_secs(interval));
-    let q0 = d.metric("rollbackd_prometheus_queries_total").unwrap_or(0.0);
-    let e0 = d.metric("rollbackd_evaluations_total{result=\"pass\"}").unwrap_or(0.0)
-        + d.metric("rollbackd_evaluations_total{result=\"inconclusive\"}").unwrap_or(0.0)
-        + d.metric("rollbackd_evaluations_total{result=\"fail\"}").unwrap_or(0.0);
+    let q0 = d
+        .metric("rollbackd_prometheus_queries_total")
+        .unwrap_or(0.0);
+    let e0 = d
+        .metric("rollbackd_evaluations_total{result=\"pass\"}")
+        .unwrap_or(0.0)
+        + d.metric("rollbackd_evaluations_total{result=\"inconclusive\"}")
+            .unwrap_or(0.0)
+        + d.metric("rollbackd_evaluations_total{result=\"fail\"}")
+            .unwrap_or(0.0);
     let c0 = cpu_seconds(pid);
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(interval * intervals));
     let wall = t0.elapsed().as_secs_f64();
     let cpu = (cpu_seconds(pid) - c0) / wall * 100.0;
-    let q1 = d.metric("rollbackd_prometheus_queries_total").unwrap_or(0.0);
-    let e1 = d.metric("rollbackd_evaluations_total{result=\"pass\"}").unwrap_or(0.0)
-        + d.metric("rollbackd_evaluations_total{result=\"inconclusive\"}").unwrap_or(0.0)
-        + d.metric("rollbackd_evaluations_total{result=\"fail\"}").unwrap_or(0.0);
+    let q1 = d
+        .metric("rollbackd_prometheus_queries_total")
+        .unwrap_or(0.0);
+    let e1 = d
+        .metric("rollbackd_evaluations_total{result=\"pass\"}")
+        .unwrap_or(0.0)
+        + d.metric("rollbackd_evaluations_total{result=\"inconclusive\"}")
+            .unwrap_or(0.0)
+        + d.metric("rollbackd_evaluations_total{result=\"fail\"}")
+            .unwrap_or(0.0);
     let (_, metrics) = d.get("/metrics");
     println!(
         "{mode:>10}: {watches} watches every {interval}s | start to ready {:.0} ms | evaluations/interval {:.0} | \
@@ -129,8 +170,21 @@ fn main() {
     let health = HealthServer::start(|| 200);
     let exporter = Exporter::start(1, || false);
     let prometheus = Prometheus::start(&[("load", exporter.addr)]);
-    assert!(wait_until(Duration::from_secs(40), || prometheus.value("sum(rate(http_requests_total[1m]))").is_some()));
-    println!("machine: {} cores; {}", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().lines().find(|l| l.starts_with("model name")).unwrap_or("").trim());
+    assert!(wait_until(Duration::from_secs(40), || prometheus
+        .value("sum(rate(http_requests_total[1m]))")
+        .is_some()));
+    println!(
+        "machine: {} cores; {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        std::fs::read_to_string("/proc/cpuinfo")
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .unwrap_or("")
+            .trim()
+    );
     for mode in ["coalesced", "distinct"] {
         run(mode, watches, interval, intervals, &prometheus, &health);
     }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -464,61 +464,66 @@ fn transport(e: reqwest::Error) -> QueryError {
 }
 
 /// Identical queries to one source within one interval are sent once: the
-/// first asks, the others share its answer (SPEC §4.1).
+/// first asks, the others share its answer (SPEC §4.1). "Within one
+/// interval" means within one slot of the wall clock, `[k·interval,
+/// (k+1)·interval)`: every watch of that interval, whatever its phase, shares
+/// the slot's answer, and a watch's next evaluation always asks anew.
 #[derive(Default)]
 pub struct Coalescer {
-    entries: Mutex<HashMap<QueryKey, Entry>>,
+    entries: Mutex<HashMap<QueryKey, Cell>>,
     sent: std::sync::atomic::AtomicU64,
     shared: std::sync::atomic::AtomicU64,
 }
 
-/// Source, query and evaluation time (ms) of an instant query.
-type QueryKey = (String, String, Option<u64>);
+/// Source, query, evaluation time (ms), slot length (ms) and slot number.
+type QueryKey = (String, String, Option<u64>, u64, u64);
 
 type Cell = Arc<tokio::sync::OnceCell<Result<Answer, QueryError>>>;
 
-struct Entry {
-    created: Instant,
-    cell: Cell,
+fn epoch_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Coalescer {
-    /// Asks `source` unless an identical query was asked within `fresh`.
+    /// Asks `source` unless an identical query was asked in the current
+    /// slot of length `slot`.
     pub async fn query(
         &self,
         source: &Source,
         query: &str,
         time: Option<f64>,
         timeout: Duration,
-        fresh: Duration,
+        slot: Duration,
     ) -> Result<Answer, QueryError> {
+        let slot_ms = (slot.as_millis() as u64).max(1);
+        let now = epoch_ms();
         let key = (
             source.name.clone(),
             query.to_owned(),
             time.map(|t| (t * 1000.0) as u64),
+            slot_ms,
+            now / slot_ms,
         );
         let cell = {
             let Ok(mut entries) = self.entries.lock() else {
                 return source.query(query, time, timeout).await;
             };
             if entries.len() > 4096 {
-                entries.retain(|_, e| e.created.elapsed() < Duration::from_secs(3600));
+                // Past slots are never asked for again.
+                entries.retain(|k, _| (k.4 + 1) * k.3 >= now);
             }
             match entries.get(&key) {
-                Some(e) if e.created.elapsed() < fresh => {
+                Some(cell) => {
                     self.shared
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    e.cell.clone()
+                    cell.clone()
                 }
-                _ => {
+                None => {
                     let cell: Cell = Arc::default();
-                    entries.insert(
-                        key,
-                        Entry {
-                            created: Instant::now(),
-                            cell: cell.clone(),
-                        },
-                    );
+                    entries.insert(key, cell.clone());
                     cell
                 }
             }

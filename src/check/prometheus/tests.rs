@@ -1,6 +1,8 @@
 //! Result parsing and threshold judging, on answers as Prometheus writes them.
 
 use super::*;
+use std::sync::Arc;
+use std::time::Duration;
 
 fn check(max: Option<f64>, min: Option<f64>) -> PrometheusCheck {
     PrometheusCheck {
@@ -255,4 +257,86 @@ fn a_string_result_is_inconclusive() {
         None,
     );
     assert_eq!(r.result, Verdict::Inconclusive);
+}
+
+/// A stand-in Prometheus that counts the requests it answers.
+fn counting_server() -> (String, Arc<std::sync::atomic::AtomicU64>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let seen = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 8192];
+                let _ = stream.read(&mut buf);
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                let body =
+                    r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1"]}}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    (url, count)
+}
+
+#[tokio::test]
+async fn identical_queries_in_one_slot_are_sent_once_and_the_next_slot_asks_again() {
+    let (url, count) = counting_server();
+    let config = PrometheusSource {
+        url,
+        timeout: Duration::from_secs(5),
+        auth: HttpAuth::None,
+        headers: Default::default(),
+        ca_file: None,
+    };
+    let source = Source::new("default", &config, reqwest::Client::new());
+    let c = Coalescer::default();
+    // A long slot, so that the first batch surely falls in one.
+    let slot = Duration::from_secs(3600);
+    let batch = (0..10).map(|_| c.query(&source, "up", None, Duration::from_secs(5), slot));
+    let answers = futures_util::future::join_all(batch).await;
+    assert!(answers.iter().all(|a| a.is_ok()));
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "ten concurrent identical queries, one request"
+    );
+    assert_eq!(c.counts(), (1, 9));
+    c.query(&source, "other", None, Duration::from_secs(5), slot)
+        .await
+        .unwrap();
+    assert_eq!(
+        count.load(std::sync::atomic::Ordering::SeqCst),
+        2,
+        "a different query is its own request"
+    );
+    // A 1 ms slot is over by the next call: asked again.
+    c.query(
+        &source,
+        "up",
+        None,
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    c.query(
+        &source,
+        "up",
+        None,
+        Duration::from_secs(5),
+        Duration::from_millis(1),
+    )
+    .await
+    .unwrap();
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 4);
 }
