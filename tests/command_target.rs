@@ -58,7 +58,10 @@ impl Host {
                 ""
             }
         );
-        let extra = extra.replace("slow-rollback", "");
+        let mut extra = extra.replace("slow-rollback", "");
+        if !extra.contains("cooldown") {
+            extra.push_str("\ncooldown = \"1h\"");
+        }
         std::fs::write(
             self.path("watches.d/billing.toml"),
             format!(
@@ -67,7 +70,6 @@ name = "billing"
 interval = "{interval}"
 failure_threshold = {threshold}
 verify_for = "1s"
-cooldown = "1h"
 {extra}
 target = {{ kind = "command", current = ["/bin/cat", "{d}/VERSION"], rollback = ["/bin/sh", "-c", '{rollback}'], timeout = "30s" }}
 
@@ -254,7 +256,9 @@ fn a_version_that_is_not_armed_is_not_rolled_back() {
 #[test]
 fn the_same_bad_version_is_never_rolled_back_twice_even_across_kill_9() {
     let host = Host::new("v1", bad_v2);
-    host.configure("100ms", 3, "");
+    // A short cooldown: only the memory of the bad revision can stop a
+    // second rollback.
+    host.configure("100ms", 3, "cooldown = \"1s\"");
     let mut d = host.start();
     wait_for_revision(&d, "v1");
     host.deploy("v2");
@@ -263,24 +267,71 @@ fn the_same_bad_version_is_never_rolled_back_twice_even_across_kill_9() {
         || watch_status(&d)["last_rollback"]["outcome"] == "recovered"
     ));
 
-    // The same bad version is deployed again.
+    // A good v3 ships; the daemon is killed; then the bad v2 is shipped again.
+    host.deploy("v3");
+    wait_for_revision(&d, "v3");
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(1200));
+    let d = host.start();
+    wait_for_revision(&d, "v3");
+    // Let the new loop see v3 itself, so that v2 is a rollout it watched.
+    std::thread::sleep(Duration::from_millis(500));
     host.deploy("v2");
     assert!(
         wait_until(Duration::from_secs(10), || watch_status(&d)["state"]
             == "escalated"),
+        "{}\n{}\n{:?}",
+        d.logs().join("\n"),
+        d.get("/status").1,
+        support::events(&host.state())
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(host.rollbacks().len(), 1, "{}", d.logs().join("\n"));
+    let w = watch_status(&d);
+    assert_eq!(w["revision"], "v2");
+    let escalated = support::journal(&host.state())
+        .into_iter()
+        .rfind(|r| r["event"] == "escalated")
+        .unwrap();
+    assert!(
+        escalated["reason"]
+            .as_str()
+            .unwrap()
+            .contains("already rolled back once"),
+        "{escalated}"
+    );
+}
+
+#[test]
+fn a_rollback_the_journal_started_is_resumed_even_if_the_memory_is_lost() {
+    let host = Host::new("v1", bad_v2);
+    host.configure("100ms", 3, "slow-rollback");
+    let mut d = host.start();
+    wait_for_revision(&d, "v1");
+    host.deploy("v2");
+    assert!(wait_until(Duration::from_secs(10), || host
+        .rollbacks()
+        .len()
+        == 1));
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5)).unwrap();
+    // As if the crash came before the memory was saved.
+    std::fs::remove_file(host.state().join("watches/billing.json")).unwrap();
+    let d = host.start();
+    assert!(
+        wait_until(
+            Duration::from_secs(15),
+            || watch_status(&d)["last_rollback"]["outcome"] == "recovered"
+        ),
         "{}",
         d.logs().join("\n")
     );
-    assert_eq!(host.rollbacks().len(), 1);
-
-    d.signal("KILL");
-    d.wait_exit(Duration::from_secs(5)).unwrap();
-    let d = host.start();
-    std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(host.rollbacks().len(), 1, "{}", d.logs().join("\n"));
-    let w = watch_status(&d);
-    assert_eq!(w["state"], "escalated");
-    assert_eq!(w["revision"], "v2");
+    assert_eq!(host.rollbacks().len(), 1, "the rollback command ran once");
+    assert!(
+        d.find_log("the journal shows a rollback started and not finished")
+            .is_some()
+    );
 }
 
 #[test]

@@ -121,7 +121,9 @@ pub fn spawn(
     reports: mpsc::Sender<Report>,
     revision: Option<Revision>,
     baselines: BTreeMap<String, (String, Baseline)>,
+    continuing: bool,
 ) -> Running {
+    let revision_id = revision.as_ref().map(|r| r.id.clone());
     let running = Running {
         generation,
         cancel: CancellationToken::new(),
@@ -135,7 +137,10 @@ pub fn spawn(
         reports,
         revision: running.revision.clone(),
         baselines: running.baselines.clone(),
-        last_version: None,
+        // A loop restarted for a changed definition continues from the
+        // version it knew: a release shipped together with the watch edit
+        // is a rollout, not a version of unknown age.
+        last_version: if continuing { revision_id } else { None },
         last_poll: None,
         last_error: None,
     };

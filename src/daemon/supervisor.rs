@@ -85,6 +85,38 @@ pub struct Supervisor {
     in_flight: usize,
     host: String,
     coalescer_seen: (u64, u64),
+    journal_view: BTreeMap<String, JournalView>,
+}
+
+#[derive(Default)]
+struct JournalView {
+    /// The last rollback started and not finished: (rollback_id, from).
+    open: Option<(String, String)>,
+    bad: std::collections::BTreeSet<String>,
+}
+
+/// The journal is written before every action, the memory after: where they
+/// disagree (a crash between the two, a lost memory file), the journal wins.
+/// A started rollback the memory does not know is resumed, never restarted.
+fn reconcile(machine: &mut Machine, view: &JournalView, name: &str) {
+    for b in &view.bad {
+        machine.bad_revisions.insert(b.clone());
+    }
+    let Some((id, from)) = &view.open else { return };
+    let finished = machine
+        .last_rollback
+        .as_ref()
+        .is_some_and(|l| &l.rollback_id == id);
+    if machine.phase == Phase::Watching && !finished {
+        warn!(watch = %name, rollback_id = %id, "the journal shows a rollback started and not finished; resuming it");
+        machine.phase = Phase::Acting {
+            rollback_id: id.clone(),
+            from: from.clone(),
+            to: None,
+            started: now_ms(),
+            dry_run: false,
+        };
+    }
 }
 
 pub struct Parts {
@@ -126,11 +158,54 @@ impl Supervisor {
             in_flight: 0,
             host: hostname(),
             coalescer_seen: (0, 0),
+            journal_view: BTreeMap::new(),
+        }
+    }
+
+    /// What the journal says each watch did, for [`reconcile`]: rollbacks
+    /// started and never finished, and revisions rolled away from.
+    fn read_journal(&mut self) {
+        let dir = self
+            .journal
+            .path()
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default();
+        let (records, damage) = match tokio::task::block_in_place(|| Journal::read(&dir)) {
+            Ok(r) => r,
+            Err(e) => {
+                error!(error = %e, "cannot read the journal; rollbacks in progress cannot be checked against it");
+                return;
+            }
+        };
+        for d in damage {
+            warn!(line = d.line, problem = %d.problem, "skipping an unreadable journal line");
+        }
+        for r in records {
+            let (Some(watch), Some(event)) = (r["watch"].as_str(), r["event"].as_str()) else {
+                continue;
+            };
+            let view = self.journal_view.entry(watch.to_owned()).or_default();
+            let id = r["rollback_id"].as_str().map(str::to_owned);
+            let from = r["from_revision"].as_str().map(str::to_owned);
+            match (event, id, from) {
+                ("rollback_started", Some(id), Some(from)) => view.open = Some((id, from)),
+                ("rollback_applied", _, Some(from)) => {
+                    view.bad.insert(from);
+                }
+                ("rollback_finished", Some(id), _)
+                    if view.open.as_ref().is_some_and(|o| o.0 == id) =>
+                {
+                    view.open = None
+                }
+                _ => {}
+            }
         }
     }
 
     /// Starts a loop for every watch of the running configuration.
     pub fn start(&mut self) {
+        self.read_journal();
         let cfg = self.config.borrow().clone();
         self.sync_watches(&cfg);
         self.publish_counts();
@@ -184,7 +259,8 @@ impl Supervisor {
         }
         let names: Vec<String> = self.watches.keys().cloned().collect();
         for name in names {
-            self.persist(&name);
+            // Failures are logged where they happen; nothing here acts on them.
+            let _ = self.persist(&name);
         }
     }
 
@@ -197,6 +273,7 @@ impl Supervisor {
         def: &Arc<Watch>,
         machine: &Machine,
         baselines: &BTreeMap<String, (String, Baseline)>,
+        continuing: bool,
     ) -> Running {
         self.generation += 1;
         scheduler::spawn(
@@ -206,6 +283,7 @@ impl Supervisor {
             self.reports.clone(),
             machine.revision.clone(),
             baselines.clone(),
+            continuing,
         )
     }
 
@@ -222,7 +300,8 @@ impl Supervisor {
             .cloned()
             .collect();
         for name in gone {
-            self.persist(&name);
+            // Failures are logged where they happen; nothing here acts on them.
+            let _ = self.persist(&name);
             if let Some(rt) = self.watches.remove(&name) {
                 rt.running.cancel.cancel();
                 if rt.machine.phase != Phase::Watching {
@@ -248,7 +327,7 @@ impl Supervisor {
                     machine.inconclusive_run = 0;
                     machine.blind = false;
                     machine.evidence.clear();
-                    rt.running = self.spawn_loop(&def, &machine, &rt.baselines);
+                    rt.running = self.spawn_loop(&def, &machine, &rt.baselines, true);
                     rt.machine = machine;
                     rt.def = def;
                     self.watches.insert(name.to_owned(), rt);
@@ -280,7 +359,11 @@ impl Supervisor {
                 (Machine::new(name, policy), BTreeMap::new())
             }
         };
-        let running = self.spawn_loop(&def, &machine, &baselines);
+        let mut machine = machine;
+        if let Some(view) = self.journal_view.remove(name) {
+            reconcile(&mut machine, &view, name);
+        }
+        let running = self.spawn_loop(&def, &machine, &baselines, false);
         let resume = machine.phase != Phase::Watching;
         self.watches.insert(
             name.to_owned(),
@@ -322,7 +405,7 @@ impl Supervisor {
                 samples,
             } => {
                 rt.baselines.insert(check, (revision, samples));
-                self.persist(&r.watch);
+                let _ = self.persist(&r.watch);
             }
         }
     }
@@ -341,7 +424,7 @@ impl Supervisor {
             if let Input::Acted { rollback_id, .. } = &a.input {
                 v["rollback_id"] = rollback_id.clone().into();
             }
-            self.append(&a.watch, v);
+            let _ = self.append(&a.watch, v);
         }
         if self.watches.contains_key(&a.watch) {
             self.step(&a.watch, a.input);
@@ -416,18 +499,45 @@ impl Supervisor {
         if let Ok(mut r) = rt.running.revision.write() {
             r.clone_from(&rt.machine.revision);
         }
+        // SPEC §4.3.2: what is about to be done must be on disk first. If a
+        // journal line or the memory could not be written, do not act.
+        let mut unwritten: Option<String> = None;
         for effect in effects {
             match effect {
-                Effect::Journal(r) => self.journal_record(name, &r),
+                Effect::Journal(r) => {
+                    if let Err(e) = self.journal_record(name, &r) {
+                        unwritten.get_or_insert(format!("cannot write the journal: {e}"));
+                    }
+                }
                 Effect::Notify(r) => self.notify(name, &r),
-                Effect::Persist => self.persist(name),
+                Effect::Persist => {
+                    if let Err(e) = self.persist(name) {
+                        unwritten.get_or_insert(format!("cannot save the watch's memory: {e}"));
+                    }
+                }
+                Effect::Rollback(order) if unwritten.is_some() => {
+                    let why = format!(
+                        "not rolling back: {}",
+                        unwritten.clone().unwrap_or_default()
+                    );
+                    error!(watch = %name, reason = %why, "refusing to act without a durable record");
+                    self.in_flight += 1;
+                    let _ = self.answers.try_send(Answer {
+                        watch: name.to_owned(),
+                        input: Input::Acted {
+                            rollback_id: order.rollback_id,
+                            result: ActResult::Refused(why),
+                        },
+                        output: None,
+                    });
+                }
                 action => self.act(name, action),
             }
         }
         self.refresh_live(name);
     }
 
-    fn append(&mut self, name: &str, mut v: serde_json::Value) {
+    fn append(&mut self, name: &str, mut v: serde_json::Value) -> std::io::Result<()> {
         let target = self.watches.get(name).map(|rt| rt.def.target.to_string());
         if let Some(obj) = v.as_object_mut() {
             obj.entry("ts")
@@ -438,12 +548,14 @@ impl Supervisor {
         }
         self.shared.redactor.redact_json(&mut v);
         let journal = &mut self.journal;
-        if let Err(e) = tokio::task::block_in_place(|| journal.append(&v)) {
+        let written = tokio::task::block_in_place(|| journal.append(&v));
+        if let Err(e) = &written {
             error!(watch = %name, error = %e, path = %self.journal.path().display(), "cannot write the journal");
         }
+        written
     }
 
-    fn journal_record(&mut self, name: &str, r: &Record) {
+    fn journal_record(&mut self, name: &str, r: &Record) -> std::io::Result<()> {
         let mut v = serde_json::to_value(r).unwrap_or_default();
         let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts);
         v["ts"] = status::rfc3339_millis(ts).into();
@@ -468,7 +580,7 @@ impl Supervisor {
                 .rollback_duration
                 .observe(last.finished.saturating_sub(last.started) as f64 / 1000.0);
         }
-        self.append(name, v);
+        self.append(name, v)
     }
 
     /// Tells people. Delivery through Slack, email and webhooks comes with
@@ -504,18 +616,20 @@ impl Supervisor {
         }
     }
 
-    fn persist(&mut self, name: &str) {
+    fn persist(&mut self, name: &str) -> std::io::Result<()> {
         let Some(rt) = self.watches.get(name) else {
-            return;
+            return Ok(());
         };
         let memory = Memory {
             machine: rt.machine.clone(),
             baselines: rt.baselines.clone(),
         };
         let store = &self.memory;
-        if let Err(e) = tokio::task::block_in_place(|| store.save(name, &memory)) {
+        let saved = tokio::task::block_in_place(|| store.save(name, &memory));
+        if let Err(e) = &saved {
             error!(watch = %name, error = %e, "cannot save the watch's memory; a restart would forget it");
         }
+        saved
     }
 
     /// Runs an action on the target in its own task; the answer comes back
@@ -838,7 +952,7 @@ async fn wait_version_change(
     from: &str,
 ) -> RolloutResult {
     let Some(argv) = &c.current else {
-        return RolloutResult::Complete;
+        return RolloutResult::Complete(None);
     };
     let deadline = tokio::time::Instant::now() + def.settings.rollout_timeout;
     let env = command::Env {
@@ -855,7 +969,12 @@ async fn wait_version_change(
             command::current(argv, &env, poll.max(Duration::from_secs(1)).min(c.timeout)).await
             && v != from
         {
-            return RolloutResult::Complete;
+            let landed = Revision {
+                id: v,
+                since: now_ms(),
+                origin: Origin::Rollback,
+            };
+            return RolloutResult::Complete(Some(landed));
         }
         if tokio::time::Instant::now() + poll > deadline {
             return RolloutResult::Failed(format!(

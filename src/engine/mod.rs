@@ -42,6 +42,9 @@ pub struct Machine {
     /// restored template: rolling 7 back to 6 yields revision 8).
     #[serde(default)]
     pub restored_revision: Option<String>,
+    /// The rollback that produced `restored_revision`.
+    #[serde(default)]
+    pub restored_in: Option<String>,
     #[serde(skip)]
     pub streak: u32,
     #[serde(skip)]
@@ -70,6 +73,7 @@ impl Machine {
             phase: Phase::Watching,
             last_rollback: None,
             restored_revision: None,
+            restored_in: None,
             streak: 0,
             inconclusive_run: 0,
             blind: false,
@@ -78,12 +82,48 @@ impl Machine {
         }
     }
 
+    /// The id of the rollback under way, from its start to its outcome.
+    fn rollback_in_progress(&self) -> Option<String> {
+        match &self.phase {
+            Phase::Acting { rollback_id, .. }
+            | Phase::RollingOut { rollback_id, .. }
+            | Phase::Verifying { rollback_id, .. } => Some(rollback_id.clone()),
+            _ => None,
+        }
+    }
+
+    /// The revision the rollback under way is rolling away from.
+    fn rollback_from(&self) -> Option<&str> {
+        match &self.phase {
+            Phase::Acting { from, .. }
+            | Phase::RollingOut { from, .. }
+            | Phase::Verifying { from, .. } => Some(from),
+            _ => None,
+        }
+    }
+
     fn current_id(&self) -> Option<&str> {
         self.revision.as_ref().map(|r| r.id.as_str())
     }
 
+    /// The current revision's id for loop protection: a target that cannot
+    /// say which version it runs is one revision, "unknown", so that
+    /// escalation and "at most once" hold for it too.
+    fn current_key(&self) -> &str {
+        self.current_id().unwrap_or(UNKNOWN_REVISION)
+    }
+
     /// Whether an automatic rollback is allowed by the arming rule (SPEC §4.2).
+    /// A revision produced by a rollback never is, whatever `arm` says: it
+    /// is what "previous" means to the deploy tool.
     pub fn armed(&self, now: Millis) -> bool {
+        if self
+            .revision
+            .as_ref()
+            .is_some_and(|r| r.origin == Origin::Rollback)
+        {
+            return false;
+        }
         match self.policy.arm {
             Arm::Always => true,
             Arm::AfterRollout => self.armed_until.is_some_and(|t| now < t),
@@ -105,7 +145,7 @@ impl Machine {
             Phase::Verifying { .. } => return State::Verifying,
             Phase::Watching => {}
         }
-        if self.escalated_for.is_some() && self.escalated_for.as_deref() == self.current_id() {
+        if self.escalated_for.as_deref() == Some(self.current_key()) {
             return State::Escalated;
         }
         if self.blind {
@@ -209,15 +249,45 @@ impl Machine {
             return;
         }
         let mut rev = rev;
+        let rolling_back = self.rollback_in_progress();
         // A revision that appears while we are rolling back is the one our
-        // rollback produced, whatever the adapter could tell.
-        let ours = matches!(
-            self.phase,
-            Phase::Acting { .. } | Phase::RollingOut { .. } | Phase::Verifying { .. }
-        );
+        // rollback produced, whatever the adapter could tell. Once that one
+        // is known, any other is someone else's rollout.
+        let restored_known = rolling_back.is_some() && self.restored_in == rolling_back;
+        if rolling_back.is_some() && restored_known {
+            self.finish_with(
+                now,
+                Outcome::Conflict,
+                Some(format!(
+                    "revision {} was deployed while the rollback was in progress",
+                    rev.id
+                )),
+                fx,
+            );
+        }
+        let ours = rolling_back.is_some() && !restored_known;
+        // After a restart the first sighting may still be the revision being
+        // rolled away from (the undo is still under way): that is no landing.
+        if ours && self.rollback_from() == Some(rev.id.as_str()) {
+            self.revision = Some(rev);
+            return;
+        }
         if ours {
             rev.origin = Origin::Rollback;
             self.restored_revision = Some(rev.id.clone());
+            self.restored_in = rolling_back;
+            if self.bad_revisions.contains(&rev.id) {
+                // SPEC §4.4: never roll forward into a bad revision.
+                let id = rev.id.clone();
+                self.revision = Some(rev);
+                self.finish_with(
+                    now,
+                    Outcome::Error,
+                    Some(format!("the rollback went to revision {id}, which was already rolled away from once")),
+                    fx,
+                );
+                return;
+            }
         }
         if let Phase::Deciding { rollback_id, .. } = &self.phase {
             // SPEC §4.3.1: a newer revision wins over a pending decision.
@@ -276,8 +346,12 @@ impl Machine {
             .filter(|c| c.result == Verdict::Fail)
             .cloned()
             .collect();
+        let at = ev.at;
         self.last_evaluation = Some(ev);
         match &mut self.phase {
+            // Started before the rollout completed: it measured the revision
+            // being rolled away from, not the restored one.
+            Phase::Verifying { since, .. } if at < *since => return,
             Phase::Verifying { streak, passed, .. } => {
                 match verdict {
                     Verdict::Fail => *streak += 1,
@@ -349,8 +423,8 @@ impl Machine {
         if self.paused {
             return;
         }
-        let current = self.current_id().map(str::to_owned);
-        if current.is_some() && self.escalated_for == current {
+        let current = self.current_key().to_owned();
+        if self.escalated_for.as_deref() == Some(current.as_str()) {
             return;
         }
         let at_threshold = self.streak == self.policy.failure_threshold;
@@ -362,12 +436,10 @@ impl Machine {
             }
             return;
         }
-        if let Some(id) = &current
-            && self.bad_revisions.contains(id)
-        {
+        if self.bad_revisions.contains(&current) {
             self.escalate(
                 now,
-                format!("revision {id} was already rolled back once; not rolling back again"),
+                format!("revision {current} was already rolled back once; not rolling back again"),
                 fx,
             );
             return;
@@ -380,11 +452,11 @@ impl Machine {
         }
         if self.policy.dry_run
             && self.dry_run_done_for.is_some()
-            && self.dry_run_done_for == current
+            && self.dry_run_done_for.as_deref() == Some(current.as_str())
         {
             return;
         }
-        let from = current.unwrap_or_else(|| UNKNOWN_REVISION.to_owned());
+        let from = current;
         let rollback_id = format!("{}-{now}", self.watch);
         let mut r = self.record(now, EventKind::Decided);
         r.rollback_id = Some(rollback_id.clone());
@@ -414,10 +486,10 @@ impl Machine {
     }
 
     fn escalate(&mut self, now: Millis, reason: String, fx: &mut Vec<Effect>) {
-        if self.escalated_for.is_some() && self.escalated_for.as_deref() == self.current_id() {
+        if self.escalated_for.as_deref() == Some(self.current_key()) {
             return;
         }
-        self.escalated_for = Some(self.current_id().unwrap_or(UNKNOWN_REVISION).to_owned());
+        self.escalated_for = Some(self.current_key().to_owned());
         let mut r = self.record(now, EventKind::Escalated);
         r.reason = Some(reason);
         r.checks = self.evidence.clone();
@@ -452,9 +524,23 @@ impl Machine {
             }
             Phase::Acting {
                 rollback_id,
+                dry_run: true,
+                ..
+            } => {
+                // A dry run changed nothing: there is nothing to resume.
+                let mut r = self.record(now, EventKind::DecisionDropped);
+                r.rollback_id = Some(rollback_id);
+                r.reason = Some("the daemon restarted during a dry run".into());
+                fx.push(Effect::Journal(r));
+                self.phase = Phase::Watching;
+                fx.push(Effect::Persist);
+            }
+            Phase::Acting {
+                rollback_id,
                 from,
                 to,
                 started,
+                ..
             }
             | Phase::Finishing {
                 rollback_id,
@@ -538,20 +624,24 @@ impl Machine {
                     fx.push(Effect::Journal(r.clone()));
                     fx.push(Effect::Notify(r));
                 }
-                fx.push(Effect::Rollback(Order {
+                let order = Order {
                     rollback_id: rollback_id.clone(),
                     from: from.clone(),
                     avoid: self.bad_revisions.iter().cloned().collect(),
                     reason,
                     dry_run,
-                }));
+                };
                 self.phase = Phase::Acting {
                     rollback_id,
                     from,
                     to: None,
                     started: now,
+                    dry_run,
                 };
+                // Saved before the order: a crash once the command runs must
+                // find the rollback in progress, never start a second one.
                 fx.push(Effect::Persist);
+                fx.push(Effect::Rollback(order));
             }
             Recheck::Superseded(rev) => {
                 self.phase = Phase::Watching;
@@ -594,6 +684,7 @@ impl Machine {
             from,
             to,
             started,
+            dry_run,
         } = &self.phase
         else {
             return;
@@ -601,9 +692,14 @@ impl Machine {
         if rollback_id != id {
             return;
         }
-        let (rollback_id, from, seen_to, started) =
-            (rollback_id.clone(), from.clone(), to.clone(), *started);
-        if self.policy.dry_run {
+        let (rollback_id, from, seen_to, started, dry_run) = (
+            rollback_id.clone(),
+            from.clone(),
+            to.clone(),
+            *started,
+            *dry_run,
+        );
+        if dry_run {
             self.phase = Phase::Watching;
             self.dry_run_done_for = Some(from.clone());
             let mut r = self.record(now, EventKind::WouldRollBack);
@@ -663,7 +759,20 @@ impl Machine {
                 };
                 self.finish(now, Outcome::Conflict, fx);
             }
-            ActResult::Refused(why) | ActResult::Failed(why) => {
+            ActResult::Refused(why) => {
+                self.phase = Phase::Finishing {
+                    rollback_id,
+                    from,
+                    to: seen_to,
+                    started,
+                };
+                self.finish_with(now, Outcome::Error, Some(why), fx);
+            }
+            ActResult::Failed(why) => {
+                // It ran and failed: it may have changed the target halfway.
+                // The revision still counts as rolled back once.
+                self.bad_revisions.insert(from.clone());
+                self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
                 self.phase = Phase::Finishing {
                     rollback_id,
                     from,
@@ -682,6 +791,17 @@ impl Machine {
         result: RolloutResult,
         fx: &mut Vec<Effect>,
     ) {
+        let Phase::RollingOut { rollback_id, .. } = &self.phase else {
+            return;
+        };
+        if rollback_id != id {
+            return;
+        }
+        // The revision the rollout landed on is the restored one: known now,
+        // it cannot be mistaken later for someone else's rollout.
+        if let RolloutResult::Complete(Some(rev)) = &result {
+            self.on_revision(now, rev.clone(), fx);
+        }
         let Phase::RollingOut {
             rollback_id,
             from,
@@ -689,13 +809,11 @@ impl Machine {
             started,
         } = &self.phase
         else {
+            // Landing on a known bad revision ended the rollback.
             return;
         };
-        if rollback_id != id {
-            return;
-        }
         match result {
-            RolloutResult::Complete => {
+            RolloutResult::Complete(_) => {
                 let mut r = self.record(now, EventKind::Verifying);
                 r.rollback_id = Some(rollback_id.clone());
                 r.from_revision = Some(from.clone());
@@ -754,6 +872,7 @@ impl Machine {
                 from,
                 to,
                 started,
+                ..
             }
             | Phase::RollingOut {
                 rollback_id,

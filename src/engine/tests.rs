@@ -142,7 +142,7 @@ fn rolled_out(m: &mut Machine, now: Millis) -> Vec<String> {
         now,
         Input::RolledOut {
             rollback_id: id,
-            result: RolloutResult::Complete,
+            result: RolloutResult::Complete(None),
         },
     ))
 }
@@ -294,8 +294,8 @@ fn rolls_back_after_three_consecutive_failures_while_armed() {
         [
             "journal:rollback_started",
             "notify:rollback_started",
-            "rollback",
-            "persist"
+            "persist",
+            "rollback"
         ]
     );
 }
@@ -712,7 +712,7 @@ fn dry_run_says_would_roll_back_once_per_revision_and_changes_nothing() {
     let fx = proceed(&mut m, 3 * MIN);
     assert_eq!(
         fx,
-        ["dry-rollback", "persist"],
+        ["persist", "dry-rollback"],
         "the server-side dry run proves the patch; no rollback_started"
     );
     let fx = applied(&mut m, 3 * MIN, "6");
@@ -766,7 +766,7 @@ fn answers_for_another_rollback_are_ignored() {
         3 * MIN,
         Input::RolledOut {
             rollback_id: rollback_id(&m),
-            result: RolloutResult::Complete,
+            result: RolloutResult::Complete(None),
         },
     ));
     assert!(
@@ -995,4 +995,226 @@ fn a_restart_before_the_rollback_started_drops_the_decision() {
     let fx = words(&m.step(4 * MIN, Input::Resumed));
     assert_eq!(fx, ["journal:decision_dropped", "persist"]);
     assert_eq!(m.phase, Phase::Watching);
+}
+
+// ---- Found in review: loop protection at its edges ------------------------
+
+#[test]
+fn a_target_without_a_version_is_rolled_back_once_and_then_escalated_once() {
+    // A command target without `current`, under arm = "always".
+    let mut m = Machine::new(
+        "w",
+        Policy {
+            arm: Arm::Always,
+            cooldown: 5 * MIN,
+            ..policy()
+        },
+    );
+    drive(
+        &mut m,
+        (1..=3).map(|i| (i * MIN, eval(i * MIN, Fail))).collect(),
+    );
+    proceed(&mut m, 3 * MIN);
+    let id = rollback_id(&m);
+    m.step(
+        3 * MIN,
+        Input::Acted {
+            rollback_id: id.clone(),
+            result: ActResult::Applied { to: None },
+        },
+    );
+    m.step(
+        3 * MIN,
+        Input::RolledOut {
+            rollback_id: id,
+            result: RolloutResult::Complete(None),
+        },
+    );
+    drive(
+        &mut m,
+        (4..=6).map(|i| (i * MIN, eval(i * MIN, Fail))).collect(),
+    );
+    assert_ne!(
+        m.last_rollback.as_ref().unwrap().outcome,
+        Outcome::Recovered
+    );
+    assert_eq!(m.state(7 * MIN), State::Escalated);
+    // Long after the cooldown: no second rollback, no repeated escalation.
+    let fx = drive(
+        &mut m,
+        (7..=60).map(|i| (i * MIN, eval(i * MIN, Fail))).collect(),
+    );
+    assert!(fx.is_empty(), "{fx:?}");
+}
+
+#[test]
+fn with_arm_always_a_restored_revision_is_never_rolled_back() {
+    let mut m = Machine::new(
+        "w",
+        Policy {
+            arm: Arm::Always,
+            cooldown: MIN,
+            ..policy()
+        },
+    );
+    m.step(0, rev("6", 0, Origin::Rollback));
+    let fx = drive(
+        &mut m,
+        (10..=20).map(|i| (i * MIN, eval(i * MIN, Fail))).collect(),
+    );
+    assert!(!has(&fx, "recheck"), "{fx:?}");
+}
+
+#[test]
+fn a_rollback_that_lands_on_a_known_bad_revision_is_an_error() {
+    let mut m = deciding();
+    m.bad_revisions.insert("5".into());
+    proceed(&mut m, 3 * MIN);
+    let id = rollback_id(&m);
+    m.step(
+        3 * MIN,
+        Input::Acted {
+            rollback_id: id.clone(),
+            result: ActResult::Applied { to: None },
+        },
+    );
+    let landed = Revision {
+        id: "5".into(),
+        since: 4 * MIN,
+        origin: Origin::Rollout,
+    };
+    let fx = words(&m.step(
+        4 * MIN,
+        Input::RolledOut {
+            rollback_id: id,
+            result: RolloutResult::Complete(Some(landed)),
+        },
+    ));
+    assert!(
+        has(&fx, "notify:rollback_finished") && has(&fx, "notify:escalated"),
+        "{fx:?}"
+    );
+    assert_eq!(m.last_rollback.as_ref().unwrap().outcome, Outcome::Error);
+    assert_eq!(m.state(5 * MIN), State::Escalated);
+}
+
+#[test]
+fn evaluations_started_before_the_rollout_completed_do_not_count_in_verification() {
+    let mut m = verifying(); // verifying since minute 5
+    let fx = drive(
+        &mut m,
+        (1..=5)
+            .map(|i| (5 * MIN + i * S, eval(5 * MIN - i * S, Fail)))
+            .collect(),
+    );
+    assert!(
+        fx.is_empty(),
+        "stale failures are not the restored revision's: {fx:?}"
+    );
+    assert!(matches!(m.phase, Phase::Verifying { streak: 0, .. }));
+}
+
+#[test]
+fn a_deploy_during_verification_ends_the_rollback_and_is_judged_afresh() {
+    let mut m = verifying(); // the rollback landed on "8"
+    let fx = words(&m.step(6 * MIN, rollout("9", 6 * MIN)));
+    assert!(has(&fx, "journal:rollback_finished"), "{fx:?}");
+    assert_eq!(m.last_rollback.as_ref().unwrap().outcome, Outcome::Conflict);
+    assert_eq!(
+        m.revision.as_ref().unwrap().origin,
+        Origin::Rollout,
+        "someone else's deploy"
+    );
+    assert!(m.armed(7 * MIN));
+}
+
+#[test]
+fn a_dry_run_interrupted_by_a_restart_is_dropped_not_resumed() {
+    let mut m = Machine::new(
+        "w",
+        Policy {
+            dry_run: true,
+            ..policy()
+        },
+    );
+    drive(
+        &mut m,
+        vec![
+            (0, rollout("7", 0)),
+            (MIN, eval(MIN, Fail)),
+            (2 * MIN, eval(2 * MIN, Fail)),
+            (3 * MIN, eval(3 * MIN, Fail)),
+        ],
+    );
+    proceed(&mut m, 3 * MIN);
+    // The policy changed to a real rollback before the answer came.
+    m.policy.dry_run = false;
+    let fx = words(&m.step(4 * MIN, Input::Resumed));
+    assert_eq!(fx, ["journal:decision_dropped", "persist"]);
+    assert!(m.bad_revisions.is_empty() && m.cooldown_until.is_none());
+}
+
+#[test]
+fn a_dry_run_answer_is_judged_as_a_dry_run_even_after_a_policy_change() {
+    let mut m = Machine::new(
+        "w",
+        Policy {
+            dry_run: true,
+            ..policy()
+        },
+    );
+    drive(
+        &mut m,
+        vec![
+            (0, rollout("7", 0)),
+            (MIN, eval(MIN, Fail)),
+            (2 * MIN, eval(2 * MIN, Fail)),
+            (3 * MIN, eval(3 * MIN, Fail)),
+        ],
+    );
+    proceed(&mut m, 3 * MIN);
+    m.policy.dry_run = false;
+    let fx = applied(&mut m, 3 * MIN, "6");
+    assert_eq!(
+        fx,
+        [
+            "journal:would_roll_back",
+            "notify:would_roll_back",
+            "persist"
+        ]
+    );
+    assert!(m.bad_revisions.is_empty());
+}
+
+#[test]
+fn a_failed_undo_still_marks_the_revision_bad_and_starts_the_cooldown() {
+    let mut m = deciding();
+    proceed(&mut m, 3 * MIN);
+    let id = rollback_id(&m);
+    m.step(
+        3 * MIN,
+        Input::Acted {
+            rollback_id: id,
+            result: ActResult::Failed("exit status 2".into()),
+        },
+    );
+    assert!(m.bad_revisions.contains("7"));
+    assert_eq!(m.cooldown_until, Some(33 * MIN));
+    let id_refused = {
+        let mut r = deciding();
+        proceed(&mut r, 3 * MIN);
+        let id = rollback_id(&r);
+        r.step(
+            3 * MIN,
+            Input::Acted {
+                rollback_id: id,
+                result: ActResult::Refused("revision not found".into()),
+            },
+        );
+        r
+    };
+    assert!(
+        id_refused.bad_revisions.is_empty(),
+        "a refusal changed nothing"
+    );
 }

@@ -213,7 +213,8 @@ pub enum ActResult {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum RolloutResult {
-    Complete,
+    /// Done; with the revision it landed on, where the adapter saw it.
+    Complete(Option<Revision>),
     /// Did not complete: progress deadline exceeded, or `rollout_timeout`.
     Failed(String),
 }
@@ -383,6 +384,9 @@ pub enum Phase {
         from: String,
         to: Option<String>,
         started: Millis,
+        /// Ordered as a dry run: judged as one even if the policy changes.
+        #[serde(default)]
+        dry_run: bool,
     },
     /// Undone; waiting for the rollout to complete.
     RollingOut {
