@@ -17,11 +17,9 @@ fn rfc3339(offset_secs: i64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn alert_json(ends_in: i64) -> String {
+fn alert_json(starts_at: &str, ends_at: &str) -> String {
     format!(
-        r#"[{{"labels":{{"alertname":"HighErrorRate","deployment":"web","severity":"page"}},"annotations":{{"summary":"errors"}},"startsAt":"{}","endsAt":"{}"}}]"#,
-        rfc3339(-1),
-        rfc3339(ends_in)
+        r#"[{{"labels":{{"alertname":"HighErrorRate","deployment":"web","severity":"page"}},"annotations":{{"summary":"errors"}},"startsAt":"{starts_at}","endsAt":"{ends_at}"}}]"#
     )
 }
 
@@ -92,10 +90,22 @@ labels = {{ alertname = "HighErrorRate", deployment = "web" }}
     ));
     std::fs::write(dir.path().join("VERSION"), "v2\n").unwrap();
     assert!(wait_until(Duration::from_secs(10), || watch(&d)["state"] == "armed"));
+    // The alert begins after the deploy, as one caused by it would (times
+    // are whole seconds: wait out the one the deploy happened in).
+    std::thread::sleep(Duration::from_millis(1100));
+    let started = rfc3339(0);
     // What the rollback command will post: the same alert, ended.
-    std::fs::write(dir.path().join("resolved.json"), alert_json(-1)).unwrap();
-
-    let (code, body) = http_post(am, "/api/v2/alerts", &alert_json(300), &[]);
+    std::fs::write(
+        dir.path().join("resolved.json"),
+        alert_json(&started, &started),
+    )
+    .unwrap();
+    let (code, body) = http_post(
+        am,
+        "/api/v2/alerts",
+        &alert_json(&started, &rfc3339(300)),
+        &[],
+    );
     assert_eq!(code, 200, "{body}");
     assert!(
         wait_until(Duration::from_secs(15), || std::fs::read_to_string(

@@ -14,6 +14,14 @@ use crate::engine::{CheckResult, Millis, Verdict};
 
 pub const FILE: &str = "alerts.json";
 
+/// Alertmanager repeats a firing alert every `repeat_interval` (4 h by
+/// default) but blanks its `endsAt`: one not repeated for this long is
+/// taken as resolved, so a lost "resolved" cannot block a service forever.
+pub const TTL: Millis = 24 * 3600 * 1000;
+
+/// At most this many firing alerts are kept; a delivery beyond it is refused.
+pub const MAX_ALERTS: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FiringAlert {
     pub fingerprint: String,
@@ -21,6 +29,15 @@ pub struct FiringAlert {
     pub starts_at: Option<Millis>,
     /// After this the alert counts as resolved even without word of it.
     pub ends_at: Option<Millis>,
+    /// When Alertmanager last sent it.
+    #[serde(default)]
+    pub seen_at: Millis,
+}
+
+impl FiringAlert {
+    fn live(&self, now: Millis) -> bool {
+        self.ends_at.is_none_or(|t| t > now) && now.saturating_sub(self.seen_at) < TTL
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,6 +50,10 @@ pub enum PayloadError {
     Version(String),
     #[error("alert {index}: {problem}")]
     Alert { index: usize, problem: String },
+    #[error(
+        "more than {MAX_ALERTS} firing alerts; refusing more (is the receiver's route too broad?)"
+    )]
+    TooMany,
 }
 
 #[derive(Deserialize)]
@@ -150,6 +171,7 @@ impl AlertStore {
                     labels: a.labels,
                     starts_at,
                     ends_at,
+                    seen_at: now,
                 },
             ));
         }
@@ -158,6 +180,14 @@ impl AlertStore {
             resolved: 0,
         };
         if let Ok(mut alerts) = self.alerts.lock() {
+            alerts.retain(|_, a| a.live(now));
+            let new = changes
+                .iter()
+                .filter(|(f, a)| *f && !alerts.contains_key(&a.fingerprint))
+                .count();
+            if alerts.len() + new > MAX_ALERTS {
+                return Err(PayloadError::TooMany);
+            }
             for (firing, alert) in changes {
                 // A firing alert whose endsAt already passed is resolved.
                 if firing && alert.ends_at.is_none_or(|t| t > now) {
@@ -168,7 +198,6 @@ impl AlertStore {
                     alerts.remove(&alert.fingerprint);
                 }
             }
-            alerts.retain(|_, a| a.ends_at.is_none_or(|t| t > now));
             self.save(&alerts);
         }
         Ok(applied)
@@ -193,7 +222,7 @@ impl AlertStore {
         };
         alerts
             .values()
-            .filter(|a| a.ends_at.is_none_or(|t| t > now))
+            .filter(|a| a.live(now))
             .filter(|a| labels.iter().all(|(k, v)| a.labels.get(k) == Some(v)))
             .cloned()
             .collect()
@@ -202,16 +231,15 @@ impl AlertStore {
     pub fn firing_count(&self, now: Millis) -> usize {
         self.alerts
             .lock()
-            .map(|a| {
-                a.values()
-                    .filter(|a| a.ends_at.is_none_or(|t| t > now))
-                    .count()
-            })
+            .map(|a| a.values().filter(|a| a.live(now)).count())
             .unwrap_or(0)
     }
 }
 
-pub fn judge(check: &AlertCheck, firing: &[FiringAlert]) -> CheckResult {
+/// Judges the firing alerts that match a check. Only alerts that began
+/// with the current revision (at or after `since`) speak about it: one that
+/// was already firing when a fix shipped must not roll the fix back.
+pub fn judge(check: &AlertCheck, firing: &[FiringAlert], since: Option<Millis>) -> CheckResult {
     let threshold = format!(
         "no firing alert with {}",
         check
@@ -221,23 +249,33 @@ pub fn judge(check: &AlertCheck, firing: &[FiringAlert]) -> CheckResult {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let (result, labels, detail) = match firing.first() {
-        Some(a) => (
+    let (current, older): (Vec<&FiringAlert>, Vec<&FiringAlert>) =
+        firing.iter().partition(|a| match (since, a.starts_at) {
+            (Some(since), Some(start)) => start >= since,
+            _ => true,
+        });
+    let (result, labels, detail) = match (current.first(), older.first()) {
+        (Some(a), _) => (
             Verdict::Fail,
             a.labels.clone(),
-            if firing.len() == 1 {
+            if current.len() == 1 {
                 "alert firing".to_owned()
             } else {
-                format!("{} alerts firing", firing.len())
+                format!("{} alerts firing", current.len())
             },
         ),
-        None => (Verdict::Pass, BTreeMap::new(), String::new()),
+        (None, Some(a)) => (
+            Verdict::Inconclusive,
+            a.labels.clone(),
+            "alert firing since before this revision appeared".to_owned(),
+        ),
+        (None, None) => (Verdict::Pass, BTreeMap::new(), String::new()),
     };
     CheckResult {
         kind: "alert".into(),
         name: check.name.clone(),
         result,
-        value: Some(firing.len() as f64),
+        value: Some(current.len() as f64),
         threshold,
         labels,
         detail,
@@ -282,15 +320,74 @@ mod tests {
             }
         );
         let firing = store.matching(&check().labels, NOW);
-        let r = judge(&check(), &firing);
+        let r = judge(&check(), &firing, None);
         assert_eq!(r.result, Verdict::Fail);
         assert_eq!(r.labels["pod"], "web-1");
         store
             .apply(&payload("resolved", labels, "2026-11-18T10:05:00Z"), NOW)
             .unwrap();
         assert_eq!(
-            judge(&check(), &store.matching(&check().labels, NOW)).result,
+            judge(&check(), &store.matching(&check().labels, NOW), None).result,
             Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn an_alert_older_than_the_revision_does_not_fail_it() {
+        let store = AlertStore::in_memory();
+        // startsAt in the payload is 2026-11-18T10:00:00.123Z.
+        let starts = 1_795_000_000_000 - 2 * 24 * 3600 * 1000;
+        store
+            .apply(
+                &payload(
+                    "firing",
+                    r#"{"alertname":"HighErrorRate","deployment":"web"}"#,
+                    "",
+                ),
+                NOW,
+            )
+            .unwrap();
+        let firing = store.matching(&check().labels, NOW);
+        let before = judge(&check(), &firing, Some(NOW));
+        assert_eq!(
+            before.result,
+            Verdict::Inconclusive,
+            "a fix shipped while it fired: {}",
+            before.detail
+        );
+        assert_eq!(
+            judge(&check(), &firing, Some(starts - 1)).result,
+            Verdict::Fail,
+            "it began with the revision"
+        );
+    }
+
+    #[test]
+    fn an_alert_not_repeated_within_the_ttl_expires_and_the_store_is_capped() {
+        let store = AlertStore::in_memory();
+        store
+            .apply(
+                &payload(
+                    "firing",
+                    r#"{"alertname":"HighErrorRate","deployment":"web"}"#,
+                    "",
+                ),
+                NOW,
+            )
+            .unwrap();
+        assert_eq!(store.firing_count(NOW + TTL - 1), 1);
+        assert_eq!(
+            store.firing_count(NOW + TTL),
+            0,
+            "a lost \"resolved\" does not block forever"
+        );
+        let many: Vec<String> = (0..MAX_ALERTS + 1)
+            .map(|i| format!(r#"{{"status":"firing","labels":{{"alertname":"A","i":"{i}"}},"fingerprint":"f{i}"}}"#))
+            .collect();
+        let body = format!(r#"{{"version":"4","alerts":[{}]}}"#, many.join(","));
+        assert_eq!(
+            store.apply(body.as_bytes(), NOW).unwrap_err(),
+            PayloadError::TooMany
         );
     }
 

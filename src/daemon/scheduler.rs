@@ -287,7 +287,12 @@ impl Loop {
         }
         for a in &w.alerts {
             let firing = self.shared.alerts.matching(&a.labels, at);
-            let r = alert::judge(a, &firing);
+            let since = self
+                .revision
+                .read()
+                .ok()
+                .and_then(|r| r.as_ref().map(|r| r.since));
+            let r = alert::judge(a, &firing, since);
             futures.push(Box::pin(async move { r }));
         }
         let checks = futures_util::future::join_all(futures).await;

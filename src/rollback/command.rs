@@ -75,7 +75,13 @@ pub struct Env<'a> {
     pub from_version: &'a str,
 }
 
+/// How long the output pipes may stay open after the command exited: a
+/// background process it left behind may hold them forever.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
+
 /// Runs `argv` to completion or `timeout`, keeping the head of each stream.
+/// The command runs in its own process group, so that at the timeout the
+/// whole group is killed, not only the first process.
 pub async fn run(argv: &[String], env: &Env<'_>, timeout: Duration) -> Result<Run, CommandError> {
     let (program, args) = argv.split_first().ok_or(CommandError::Empty)?;
     let started = Instant::now();
@@ -87,63 +93,82 @@ pub async fn run(argv: &[String], env: &Env<'_>, timeout: Duration) -> Result<Ru
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        .process_group(0)
         .kill_on_drop(true)
         .spawn()
         .map_err(|error| CommandError::Spawn {
             program: program.clone(),
             error,
         })?;
-    let mut out = child.stdout.take();
-    let mut err = child.stderr.take();
-    let read = async {
-        let (mut o, mut e) = (Vec::new(), Vec::new());
-        let read_o = async {
-            if let Some(s) = out.as_mut() {
-                let _ = read_capped(s, &mut o).await;
-            }
-        };
-        let read_e = async {
-            if let Some(s) = err.as_mut() {
-                let _ = read_capped(s, &mut e).await;
-            }
-        };
-        tokio::join!(read_o, read_e);
-        let status = child.wait().await;
-        (status, o, e)
+    let pid = child.id();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let err = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let readers = [
+        child
+            .stdout
+            .take()
+            .map(|s| tokio::spawn(read_capped(s, out.clone()))),
+        child
+            .stderr
+            .take()
+            .map(|s| tokio::spawn(read_capped(s, err.clone()))),
+    ];
+    let (exit_code, timed_out) = match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(status) => (status.ok().and_then(|s| s.code()), false),
+        Err(_) => {
+            kill_group(pid);
+            let _ = child.kill().await;
+            (None, true)
+        }
     };
-    match tokio::time::timeout(timeout, read).await {
-        Ok((status, o, e)) => Ok(Run {
-            exit_code: status.ok().and_then(|s| s.code()),
-            stdout: String::from_utf8_lossy(&o).into_owned(),
-            stderr: String::from_utf8_lossy(&e).into_owned(),
-            duration: started.elapsed(),
-            timed_out: false,
-        }),
-        // Dropping the future drops the child: kill_on_drop ends it.
-        Err(_) => Ok(Run {
-            exit_code: None,
-            stdout: String::new(),
-            stderr: String::new(),
-            duration: started.elapsed(),
-            timed_out: true,
-        }),
+    for mut r in readers.into_iter().flatten() {
+        if tokio::time::timeout(DRAIN_GRACE, &mut r).await.is_err() {
+            // Left open by a background process: what was read is kept.
+            r.abort();
+        }
+    }
+    let text = |b: &std::sync::Arc<std::sync::Mutex<Vec<u8>>>| {
+        b.lock()
+            .map(|v| String::from_utf8_lossy(&v).into_owned())
+            .unwrap_or_default()
+    };
+    Ok(Run {
+        exit_code,
+        stdout: text(&out),
+        stderr: text(&err),
+        duration: started.elapsed(),
+        timed_out,
+    })
+}
+
+/// Kills every process of the command's group.
+fn kill_group(pid: Option<u32>) {
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        return;
+    };
+    // SAFETY: killpg only sends a signal; the group id is the child's pid,
+    // which `process_group(0)` made the leader of its own group.
+    unsafe {
+        libc::killpg(pid, libc::SIGKILL);
     }
 }
 
 /// Reads a stream to its end, keeping the first [`KEEP`] bytes: a chatty
 /// command must not block on a full pipe.
 async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut R,
-    keep: &mut Vec<u8>,
-) -> std::io::Result<()> {
+    mut r: R,
+    keep: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+) {
     let mut buf = [0u8; 4096];
     loop {
-        let n = r.read(&mut buf).await?;
-        if n == 0 {
-            return Ok(());
+        let n = match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if let Ok(mut k) = keep.lock() {
+            let room = KEEP.saturating_sub(k.len());
+            k.extend_from_slice(&buf[..n.min(room)]);
         }
-        let room = KEEP.saturating_sub(keep.len());
-        keep.extend_from_slice(&buf[..n.min(room)]);
     }
 }
 
@@ -235,6 +260,40 @@ mod tests {
                 .starts_with("cannot run /nonexistent/deploy: "),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_timeout_kills_the_whole_group_and_keeps_the_output_so_far() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("survivor");
+        let script = format!(
+            "echo starting; (sleep 1; touch {}) & sleep 30",
+            marker.display()
+        );
+        let r = run(&sh(&script), &env(), Duration::from_millis(300))
+            .await
+            .unwrap();
+        assert!(r.timed_out);
+        assert_eq!(r.stdout, "starting\n", "partial output is kept");
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            !marker.exists(),
+            "the background child was killed with its group"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_background_child_holding_the_pipe_does_not_turn_success_into_a_timeout() {
+        let r = run(
+            &sh("echo done; sleep 30 &"),
+            &env(),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(r.success(), "{r:?}");
+        assert_eq!(r.stdout, "done\n");
+        assert!(r.duration < Duration::from_secs(5));
     }
 
     #[tokio::test]
