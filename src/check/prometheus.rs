@@ -63,12 +63,26 @@ pub enum QueryError {
     BadQuery { error_type: String, message: String },
     #[error("unreadable answer from Prometheus: {0}")]
     Malformed(String),
+    /// Any other 4xx: credentials, URL or a proxy in the way.
+    #[error(
+        "Prometheus refused the request (HTTP {status}); check the source's url and credentials: {message}"
+    )]
+    Refused { status: u16, message: String },
+    #[error("the answer is larger than {} MiB", MAX_ANSWER / (1024 * 1024))]
+    TooLarge,
 }
+
+/// Answers larger than this are refused: an instant query that returns
+/// more is not a health check.
+pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 impl QueryError {
     /// A configuration problem, never a service failure (SPEC §4.1).
     pub fn is_config_problem(&self) -> bool {
-        matches!(self, QueryError::BadQuery { .. })
+        matches!(
+            self,
+            QueryError::BadQuery { .. } | QueryError::Refused { .. } | QueryError::TooLarge
+        )
     }
 }
 
@@ -118,6 +132,15 @@ pub fn parse_response(status: u16, body: &[u8]) -> Result<Answer, QueryError> {
         Err(_) if status >= 500 => {
             let text = String::from_utf8_lossy(body);
             return Err(QueryError::Server {
+                status,
+                message: excerpt(&text, 200),
+            });
+        }
+        // 401, 403, 404 from an auth proxy or a wrong URL: the configuration
+        // is wrong, the service may be fine.
+        Err(_) if status >= 400 => {
+            let text = String::from_utf8_lossy(body);
+            return Err(QueryError::Refused {
                 status,
                 message: excerpt(&text, 200),
             });
@@ -447,9 +470,15 @@ impl Source {
                 req.basic_auth(username, Some(password.expose()))
             }
         };
-        let resp = req.send().await.map_err(transport)?;
+        let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(transport)?;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_ANSWER {
+                return Err(QueryError::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
         parse_response(status, &body)
     }
 }
@@ -497,10 +526,11 @@ impl Coalescer {
         time: Option<f64>,
         timeout: Duration,
         slot: Duration,
+        permits: &tokio::sync::Semaphore,
     ) -> Result<Answer, QueryError> {
         let slot_ms = (slot.as_millis() as u64).max(1);
         let now = epoch_ms();
-        let key = (
+        let key: QueryKey = (
             source.name.clone(),
             query.to_owned(),
             time.map(|t| (t * 1000.0) as u64),
@@ -523,17 +553,29 @@ impl Coalescer {
                 }
                 None => {
                     let cell: Cell = Arc::default();
-                    entries.insert(key, cell.clone());
+                    entries.insert(key.clone(), cell.clone());
                     cell
                 }
             }
         };
-        cell.get_or_init(|| async {
-            self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            source.query(query, time, timeout).await
-        })
-        .await
-        .clone()
+        let answer = cell
+            .get_or_init(|| async {
+                // Only a request actually sent takes a permit: waiting on a
+                // shared answer must not starve other checks.
+                let _permit = permits.acquire().await;
+                self.sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                source.query(query, time, timeout).await
+            })
+            .await
+            .clone();
+        if answer.is_err()
+            && let Ok(mut entries) = self.entries.lock()
+            && entries.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell))
+        {
+            // A failure is not remembered: the next asker tries again.
+            entries.remove(&key);
+        }
+        answer
     }
 
     /// Queries sent, and queries answered from another's request.

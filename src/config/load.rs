@@ -1110,6 +1110,16 @@ fn read_watch_inner(
         );
         return None;
     }
+    if settings.verify_for < settings.interval {
+        cx.warn(
+            &span,
+            format!(
+                "{what}: verify_for ({}) is shorter than interval ({}); a rollback may end \"unverified\" before a single evaluation",
+                humantime::format_duration(settings.verify_for),
+                humantime::format_duration(settings.interval)
+            ),
+        );
+    }
     if settings.notify.is_empty() {
         cx.warn(
             &span,

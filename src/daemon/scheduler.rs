@@ -313,12 +313,18 @@ impl Loop {
             );
         };
         let interval = self.watch.settings.interval;
-        let _permit = self.shared.permits.acquire().await;
         let started = Instant::now();
         let answer = self
             .shared
             .coalescer
-            .query(source, &check.query, None, interval, interval)
+            .query(
+                source,
+                &check.query,
+                None,
+                interval,
+                interval,
+                &self.shared.permits,
+            )
             .await;
         self.shared
             .metrics
@@ -361,9 +367,14 @@ impl Loop {
             return None;
         }
         if let Some((for_rev, b)) = self.baselines.read().ok()?.get(&check.name)
-            && *for_rev == rev.id
+            && (*for_rev == rev.id || rev.origin == Origin::Rollback)
         {
+            // A restored revision is judged against the baseline of the
+            // rollout it undid: its own "start" is in the middle of the bad.
             return Some(b.clone());
+        }
+        if rev.origin == Origin::Rollback {
+            return None;
         }
         let time = rev.since as f64 / 1000.0;
         let answer = self
@@ -375,6 +386,7 @@ impl Loop {
                 Some(time),
                 timeout,
                 Duration::from_secs(3600),
+                &self.shared.permits,
             )
             .await
             .ok()?;

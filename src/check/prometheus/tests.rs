@@ -299,9 +299,11 @@ async fn identical_queries_in_one_slot_are_sent_once_and_the_next_slot_asks_agai
     };
     let source = Source::new("default", &config, reqwest::Client::new());
     let c = Coalescer::default();
+    let permits = tokio::sync::Semaphore::new(4);
     // A long slot, so that the first batch surely falls in one.
     let slot = Duration::from_secs(3600);
-    let batch = (0..10).map(|_| c.query(&source, "up", None, Duration::from_secs(5), slot));
+    let batch =
+        (0..10).map(|_| c.query(&source, "up", None, Duration::from_secs(5), slot, &permits));
     let answers = futures_util::future::join_all(batch).await;
     assert!(answers.iter().all(|a| a.is_ok()));
     assert_eq!(
@@ -310,9 +312,16 @@ async fn identical_queries_in_one_slot_are_sent_once_and_the_next_slot_asks_agai
         "ten concurrent identical queries, one request"
     );
     assert_eq!(c.counts(), (1, 9));
-    c.query(&source, "other", None, Duration::from_secs(5), slot)
-        .await
-        .unwrap();
+    c.query(
+        &source,
+        "other",
+        None,
+        Duration::from_secs(5),
+        slot,
+        &permits,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         count.load(std::sync::atomic::Ordering::SeqCst),
         2,
@@ -325,6 +334,7 @@ async fn identical_queries_in_one_slot_are_sent_once_and_the_next_slot_asks_agai
         None,
         Duration::from_secs(5),
         Duration::from_millis(1),
+        &permits,
     )
     .await
     .unwrap();
@@ -335,6 +345,7 @@ async fn identical_queries_in_one_slot_are_sent_once_and_the_next_slot_asks_agai
         None,
         Duration::from_secs(5),
         Duration::from_millis(1),
+        &permits,
     )
     .await
     .unwrap();
