@@ -414,3 +414,38 @@ fn a_watch_file_edited_mid_streak_keeps_its_streak() {
         d.get("/status").1
     );
 }
+
+#[test]
+fn a_current_command_that_prints_something_new_every_time_is_called_out_once() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rollbackd.toml"),
+        r#"[daemon]
+state_dir = "state"
+listen = "127.0.0.1:0"
+[notifiers.log]
+type = "webhook"
+url = "http://127.0.0.1:9/"
+[defaults]
+notify = ["log"]
+
+[[watch]]
+name = "clocky"
+interval = "100ms"
+verify_for = "1s"
+target = { kind = "command", current = ["/bin/date", "+%s%N"], rollback = ["/bin/true"] }
+[[watch.alert]]
+labels = { alertname = "Never" }
+"#,
+    )
+    .unwrap();
+    let d = Daemon::start(&dir.path().join("rollbackd.toml"), &[]);
+    let needle = "printed a different version on every poll";
+    assert!(
+        wait_until(Duration::from_secs(5), || d.find_log(needle).is_some()),
+        "{}",
+        d.logs().join("\n")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(d.count_logs(needle), 1, "said once");
+}

@@ -143,6 +143,7 @@ pub fn spawn(
         last_version: if continuing { revision_id } else { None },
         last_poll: None,
         last_error: None,
+        changes_in_a_row: 0,
     };
     let cancel = running.cancel.clone();
     let span = tracing::info_span!("watch", watch = %watch.name, target = %watch.target);
@@ -161,7 +162,13 @@ struct Loop {
     /// When `current` last answered: a new version appeared after it.
     last_poll: Option<Millis>,
     last_error: Option<String>,
+    /// Polls in a row that each saw a new version.
+    changes_in_a_row: u32,
 }
+
+/// A `current` whose output changes this many polls in a row is not
+/// printing a version (a timestamp, a request id): said once, loudly.
+const UNSTABLE_AFTER: u32 = 5;
 
 impl Loop {
     async fn report(&self, observation: Observation) -> bool {
@@ -225,7 +232,18 @@ impl Loop {
             Ok(version) => {
                 self.last_error = None;
                 let previous_poll = self.last_poll.replace(polled);
-                if self.last_version.as_deref() != Some(version.as_str()) {
+                if self.last_version.as_deref() == Some(version.as_str()) {
+                    self.changes_in_a_row = 0;
+                } else {
+                    if self.last_version.is_some() {
+                        self.changes_in_a_row += 1;
+                    }
+                    if self.changes_in_a_row == UNSTABLE_AFTER {
+                        warn!(
+                            polls = UNSTABLE_AFTER,
+                            "`current` printed a different version on every poll; it must print the deployed version only (no timestamps), or every poll is a new rollout"
+                        );
+                    }
                     // The first version this loop sees has an unknown age:
                     // only the saved memory can say whether it is armed.
                     let origin = if self.last_version.is_none() {
