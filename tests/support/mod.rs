@@ -261,36 +261,12 @@ pub struct HealthServer {
 
 impl HealthServer {
     pub fn start(status: impl Fn() -> u16 + Send + Sync + 'static) -> HealthServer {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
         let hits = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = hits.clone();
-        let status = Arc::new(status);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let status = status.clone();
-                let counter = counter.clone();
-                std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    let code = status();
-                    let body = if code < 400 { "ok" } else { "failing" };
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                });
-            }
+        let addr = serve(move || {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let code = status();
+            (code, if code < 400 { "ok" } else { "failing" }.to_owned())
         });
         HealthServer { addr, hits }
     }
@@ -439,50 +415,48 @@ impl Exporter {
                 std::thread::sleep(Duration::from_millis(100));
             }
         });
-        let server = HealthServerLike::start(move || {
-            format!(
+        let server = serve(move || {
+            let text = format!(
                 "# TYPE http_requests_total counter\nhttp_requests_total{{status=\"200\"}} {}\nhttp_requests_total{{status=\"500\"}} {}\n",
                 ok.load(SeqCst),
                 errors.load(SeqCst)
-            )
+            );
+            (200, text)
         });
         Exporter { addr: server }
     }
 }
 
-/// Serves a text body produced per request, on any path.
-struct HealthServerLike;
-
-impl HealthServerLike {
-    fn start(body: impl Fn() -> String + Send + Sync + 'static) -> SocketAddr {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let body = Arc::new(body);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let body = body.clone();
-                std::thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match stream.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
+/// Serves every request, on any path, with the status and body `answer`
+/// gives at that moment.
+fn serve(answer: impl Fn() -> (u16, String) + Send + Sync + 'static) -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answer = Arc::new(answer);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let answer = answer.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
-                    let text = body();
-                    let _ = write!(
-                        stream,
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                        text.len()
-                    );
-                });
-            }
-        });
-        addr
-    }
+                }
+                let (code, body) = answer();
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {code} X\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            });
+        }
+    });
+    addr
 }
 
 /// A real Prometheus scraping `targets` (name -> address) every second,
