@@ -23,5 +23,6 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod rollback;
+pub mod sim;
 pub mod store;
 pub mod telemetry;
