@@ -143,6 +143,26 @@ fn set_image_rollout_status_history_and_undo_behave_as_on_a_cluster() {
         "the revision's change-cause is restored"
     );
 
+    // Undoing to the revision already running is skipped, as kubectl says.
+    let current = lab.sim.cluster.get("deployments", "shop", "web").unwrap()["metadata"]["annotations"]
+        ["deployment.kubernetes.io/revision"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        lab.ok(&[
+            "rollout",
+            "undo",
+            "deployment/web",
+            "-n",
+            "shop",
+            &format!("--to-revision={current}")
+        ]),
+        format!(
+            "deployment.apps/web skipped rollback (current template already matches revision {current})\n"
+        )
+    );
+
     let (code, _, err) = lab.kubectl(&[
         "rollout",
         "undo",
