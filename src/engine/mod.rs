@@ -84,22 +84,12 @@ impl Machine {
 
     /// The id of the rollback under way, from its start to its outcome.
     fn rollback_in_progress(&self) -> Option<String> {
-        match &self.phase {
-            Phase::Acting { rollback_id, .. }
-            | Phase::RollingOut { rollback_id, .. }
-            | Phase::Verifying { rollback_id, .. } => Some(rollback_id.clone()),
-            _ => None,
-        }
+        self.phase.underway().map(|u| u.rollback_id.to_owned())
     }
 
     /// The revision the rollback under way is rolling away from.
     fn rollback_from(&self) -> Option<&str> {
-        match &self.phase {
-            Phase::Acting { from, .. }
-            | Phase::RollingOut { from, .. }
-            | Phase::Verifying { from, .. } => Some(from),
-            _ => None,
-        }
+        self.phase.underway().map(|u| u.from)
     }
 
     fn current_id(&self) -> Option<&str> {
@@ -866,35 +856,15 @@ impl Machine {
         detail: Option<String>,
         fx: &mut Vec<Effect>,
     ) {
-        let (rollback_id, from, to, started) = match &self.phase {
-            Phase::Acting {
-                rollback_id,
-                from,
-                to,
-                started,
-                ..
-            }
-            | Phase::RollingOut {
-                rollback_id,
-                from,
-                to,
-                started,
-            }
-            | Phase::Finishing {
-                rollback_id,
-                from,
-                to,
-                started,
-            }
-            | Phase::Verifying {
-                rollback_id,
-                from,
-                to,
-                started,
-                ..
-            } => (rollback_id.clone(), from.clone(), to.clone(), *started),
-            Phase::Watching | Phase::Deciding { .. } => return,
+        let Some(u) = self.phase.underway() else {
+            return;
         };
+        let (rollback_id, from, to, started) = (
+            u.rollback_id.to_owned(),
+            u.from.to_owned(),
+            u.to.cloned(),
+            u.started,
+        );
         self.phase = Phase::Watching;
         self.streak = 0;
         self.last_rollback = Some(RollbackSummary {

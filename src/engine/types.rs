@@ -414,6 +414,56 @@ pub enum Phase {
     },
 }
 
+/// The rollback a [`Phase`] is about, once it has been started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Underway<'a> {
+    pub rollback_id: &'a str,
+    pub from: &'a str,
+    pub to: Option<&'a String>,
+    pub started: Millis,
+}
+
+impl Phase {
+    /// The started rollback this phase belongs to (from the order to the
+    /// outcome); `None` while watching or still deciding.
+    pub fn underway(&self) -> Option<Underway<'_>> {
+        match self {
+            Phase::Acting {
+                rollback_id,
+                from,
+                to,
+                started,
+                ..
+            }
+            | Phase::RollingOut {
+                rollback_id,
+                from,
+                to,
+                started,
+            }
+            | Phase::Finishing {
+                rollback_id,
+                from,
+                to,
+                started,
+            }
+            | Phase::Verifying {
+                rollback_id,
+                from,
+                to,
+                started,
+                ..
+            } => Some(Underway {
+                rollback_id,
+                from,
+                to: to.as_ref(),
+                started: *started,
+            }),
+            Phase::Watching | Phase::Deciding { .. } => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RollbackSummary {
     pub rollback_id: String,
