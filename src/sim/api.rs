@@ -34,6 +34,12 @@ pub fn router(cluster: Arc<Cluster>) -> Router {
             "/apis/apps/v1/namespaces/{ns}/deployments/{name}/scale",
             get(get_scale).patch(patch_scale).put(put_scale),
         )
+        .route("/app/{ns}/{name}/health", get(app_health))
+        .route("/app/{ns}/{name}/metrics", get(app_metrics))
+        .layer(axum::middleware::from_fn_with_state(
+            cluster.clone(),
+            faults,
+        ))
         .fallback(|| async {
             error(ApiError {
                 code: 404,
@@ -58,6 +64,84 @@ fn error(e: ApiError) -> Response {
         StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         &e.status(),
     )
+}
+
+/// Injects the cluster's configured faults into API requests (never into
+/// the application side, which stands for the workloads themselves).
+async fn faults(
+    State(c): State<Arc<Cluster>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if req.uri().path().starts_with("/app/") {
+        return next.run(req).await;
+    }
+    let (latency, fault) = match c.faults.lock() {
+        Ok(mut f) => {
+            let fault = if f.unavailable > 0 {
+                f.unavailable -= 1;
+                Some(503)
+            } else if f.throttled > 0 {
+                f.throttled -= 1;
+                Some(429)
+            } else {
+                None
+            };
+            (f.latency, fault)
+        }
+        Err(_) => (Duration::ZERO, None),
+    };
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match fault {
+        Some(503) => error(ApiError {
+            code: 503,
+            reason: "ServiceUnavailable",
+            message: "the server is currently unable to handle the request".into(),
+        }),
+        Some(_) => {
+            let mut r = error(ApiError {
+                code: 429,
+                reason: "TooManyRequests",
+                message: "too many requests, please try again later".into(),
+            });
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+            r
+        }
+        None => next.run(req).await,
+    }
+}
+
+/// A workload's health endpoint: answered by whichever pods serve traffic.
+async fn app_health(
+    State(c): State<Arc<Cluster>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    match c.serving_image(&ns, &name) {
+        Some(image) => (StatusCode::OK, format!("ok {image}\n")).into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no ready pods\n").into_response(),
+    }
+}
+
+/// A workload's metrics, as its pods export them for Prometheus.
+async fn app_metrics(
+    State(c): State<Arc<Cluster>>,
+    Path((ns, name)): Path<(String, String)>,
+) -> Response {
+    let (ok, errors) = c.traffic(&ns, &name);
+    let body = format!(
+        "# TYPE http_requests_total counter\nhttp_requests_total{{namespace=\"{ns}\",deployment=\"{name}\",status=\"200\"}} {ok}\nhttp_requests_total{{namespace=\"{ns}\",deployment=\"{name}\",status=\"500\"}} {errors}\n"
+    );
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        body,
+    )
+        .into_response()
 }
 
 async fn version() -> Response {
@@ -171,7 +255,9 @@ fn watch(
     timeout: Duration,
 ) -> Response {
     let rx = c.subscribe();
-    let deadline = tokio::time::Instant::now() + timeout;
+    // A dropped watch, when the faults say so: clients must re-watch.
+    let lifetime = c.faults.lock().ok().and_then(|f| f.watch_lifetime);
+    let deadline = tokio::time::Instant::now() + lifetime.map_or(timeout, |l| l.min(timeout));
     let wanted: Vec<(String, String)> = selector
         .unwrap_or_default()
         .split(',')

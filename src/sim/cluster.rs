@@ -65,11 +65,30 @@ struct State {
     deployments: BTreeMap<Key, Value>,
     replicasets: BTreeMap<Key, Value>,
     rollouts: BTreeMap<Key, Rollout>,
+    /// The image whose pods answer each workload's traffic.
+    serving: BTreeMap<Key, String>,
+    /// Requests each workload has answered: (ok, errors).
+    traffic: BTreeMap<Key, (u64, u64)>,
+}
+
+/// Faults the API server injects, for tests of a client's resilience.
+/// Counted, not random, so that tests are deterministic.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Answer this many upcoming requests with 503.
+    pub unavailable: u32,
+    /// Answer this many upcoming requests with 429 and `Retry-After: 1`.
+    pub throttled: u32,
+    /// Delay every answer by this much.
+    pub latency: Duration,
+    /// End every watch after this long.
+    pub watch_lifetime: Option<Duration>,
 }
 
 pub struct Cluster {
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
+    pub faults: Mutex<Faults>,
 }
 
 impl Default for Cluster {
@@ -77,8 +96,14 @@ impl Default for Cluster {
         Self {
             state: Mutex::default(),
             events: broadcast::channel(1024).0,
+            faults: Mutex::default(),
         }
     }
+}
+
+/// "degraded" images are ready but fail 40% of their requests.
+pub fn degraded(image: &str) -> bool {
+    image.contains("degraded")
 }
 
 fn now_rfc3339() -> String {
@@ -444,13 +469,45 @@ impl Cluster {
         }
     }
 
-    /// Moves every rollout along with time; called periodically.
+    /// Moves every rollout along with time, and lets the serving pods
+    /// answer some traffic; called every 50 ms.
     pub fn tick(&self) {
         let Ok(mut s) = self.state.lock() else { return };
         let keys: Vec<Key> = s.deployments.keys().cloned().collect();
         for k in keys {
             self.progress(&mut s, &k);
+            if let Some(image) = s.serving.get(&k).cloned() {
+                let t = s.traffic.entry(k).or_default();
+                if degraded(&image) {
+                    t.0 += 3;
+                    t.1 += 2;
+                } else {
+                    t.0 += 5;
+                }
+            }
         }
+    }
+
+    /// The image whose pods answer a workload's traffic: the new one once
+    /// its rollout is available, the old one until then.
+    pub fn serving_image(&self, namespace: &str, name: &str) -> Option<String> {
+        let s = self.state.lock().ok()?;
+        s.serving
+            .get(&(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// A workload's request counters, as its pods would export them.
+    pub fn traffic(&self, namespace: &str, name: &str) -> (u64, u64) {
+        self.state
+            .lock()
+            .ok()
+            .and_then(|s| {
+                s.traffic
+                    .get(&(namespace.to_owned(), name.to_owned()))
+                    .copied()
+            })
+            .unwrap_or((0, 0))
     }
 
     /// Sets a Deployment's status from its rollout's age and its image.
@@ -491,6 +548,11 @@ impl Cluster {
                 progressing
             ]
         });
+        if ready && !paused {
+            if let Some(image) = images(&d["spec"]["template"]).into_iter().next() {
+                s.serving.insert(key.clone(), image);
+            }
+        }
         if d["status"] == status {
             return;
         }
@@ -504,6 +566,52 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn traffic_follows_the_image_that_serves_it() {
+        let c = Cluster::default();
+        c.create_deployment("shop", "web", "img:v1", 2, 600);
+        assert_eq!(c.serving_image("shop", "web"), None, "not ready yet");
+        std::thread::sleep(READY_AFTER + Duration::from_millis(20));
+        c.tick();
+        assert_eq!(c.serving_image("shop", "web").as_deref(), Some("img:v1"));
+        let set = |image: &str| {
+            let body = format!(
+                r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"web","image":"{image}"}}]}}}}}}}}"#
+            );
+            c.patch_deployment(
+                "shop",
+                "web",
+                "application/strategic-merge-patch+json",
+                body.as_bytes(),
+                false,
+            )
+            .unwrap();
+        };
+        set("img:bad");
+        std::thread::sleep(READY_AFTER + Duration::from_millis(20));
+        c.tick();
+        assert_eq!(
+            c.serving_image("shop", "web").as_deref(),
+            Some("img:v1"),
+            "the old pods keep answering"
+        );
+        set("img:degraded");
+        std::thread::sleep(READY_AFTER + Duration::from_millis(20));
+        let before = c.traffic("shop", "web");
+        c.tick();
+        c.tick();
+        let after = c.traffic("shop", "web");
+        assert_eq!(
+            c.serving_image("shop", "web").as_deref(),
+            Some("img:degraded")
+        );
+        assert_eq!(
+            (after.0 - before.0, after.1 - before.1),
+            (6, 4),
+            "degraded pods fail 40%"
+        );
+    }
 
     #[test]
     fn templates_compare_by_meaning() {
