@@ -548,10 +548,11 @@ impl Cluster {
                 progressing
             ]
         });
-        if ready && !paused {
-            if let Some(image) = images(&d["spec"]["template"]).into_iter().next() {
-                s.serving.insert(key.clone(), image);
-            }
+        if ready
+            && !paused
+            && let Some(image) = images(&d["spec"]["template"]).into_iter().next()
+        {
+            s.serving.insert(key.clone(), image);
         }
         if d["status"] == status {
             return;
