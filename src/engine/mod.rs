@@ -539,19 +539,7 @@ impl Machine {
                 started,
             } => {
                 fx.push(resumed(self, &rollback_id, &from, "the daemon restarted while the rollback was being applied; it is not applied again: waiting for the rollout and verifying"));
-                self.bad_revisions.insert(from.clone());
-                self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
-                fx.push(Effect::WaitRollout {
-                    rollback_id: rollback_id.clone(),
-                    from: from.clone(),
-                });
-                self.phase = Phase::RollingOut {
-                    rollback_id,
-                    from,
-                    to,
-                    started,
-                };
-                fx.push(Effect::Persist);
+                self.await_rollout(now, rollback_id, from, to, started, fx);
             }
             Phase::RollingOut {
                 rollback_id, from, ..
@@ -589,6 +577,37 @@ impl Machine {
                 fx.push(Effect::Persist);
             }
         }
+    }
+
+    /// `from` was (or may have been) rolled away from: it is never rolled
+    /// back again, and the cooldown starts (SPEC §4.4).
+    fn count_rollback(&mut self, now: Millis, from: &str) {
+        self.bad_revisions.insert(from.to_owned());
+        self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
+    }
+
+    /// The undo is done (or taken as done): wait for its rollout.
+    fn await_rollout(
+        &mut self,
+        now: Millis,
+        rollback_id: String,
+        from: String,
+        to: Option<String>,
+        started: Millis,
+        fx: &mut Vec<Effect>,
+    ) {
+        self.count_rollback(now, &from);
+        fx.push(Effect::WaitRollout {
+            rollback_id: rollback_id.clone(),
+            from: from.clone(),
+        });
+        self.phase = Phase::RollingOut {
+            rollback_id,
+            from,
+            to,
+            started,
+        };
+        fx.push(Effect::Persist);
     }
 
     fn on_rechecked(&mut self, now: Millis, id: &str, result: Recheck, fx: &mut Vec<Effect>) {
@@ -718,25 +737,13 @@ impl Machine {
         match result {
             ActResult::Applied { to } => {
                 let to = to.or(seen_to);
-                self.bad_revisions.insert(from.clone());
-                self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
                 let mut r = self.record(now, EventKind::RollbackApplied);
                 r.rollback_id = Some(rollback_id.clone());
                 r.from_revision = Some(from.clone());
                 r.to_revision = to.clone();
                 r.trigger = Some(Trigger::Auto);
                 fx.push(Effect::Journal(r));
-                fx.push(Effect::WaitRollout {
-                    rollback_id: rollback_id.clone(),
-                    from: from.clone(),
-                });
-                self.phase = Phase::RollingOut {
-                    rollback_id,
-                    from,
-                    to,
-                    started,
-                };
-                fx.push(Effect::Persist);
+                self.await_rollout(now, rollback_id, from, to, started, fx);
             }
             ActResult::Conflict => {
                 // A concurrent deploy won; its revision is decided afresh.
@@ -761,8 +768,7 @@ impl Machine {
             ActResult::Failed(why) => {
                 // It ran and failed: it may have changed the target halfway.
                 // The revision still counts as rolled back once.
-                self.bad_revisions.insert(from.clone());
-                self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
+                self.count_rollback(now, &from);
                 self.phase = Phase::Finishing {
                     rollback_id,
                     from,
