@@ -194,11 +194,6 @@ pub async fn run(
         answers: answers_tx,
     });
     sup.start();
-    for w in &sup.config.borrow().watches {
-        if matches!(w.target, crate::config::Target::Kubernetes(_)) {
-            warn!(watch = %w.name, target = %w.target, "Kubernetes targets are evaluated and reported, but this version does not roll them back");
-        }
-    }
     let mut channels = Channels {
         control: control_rx,
         reports: reports_rx,

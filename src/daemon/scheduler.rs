@@ -17,6 +17,7 @@ use crate::check::{Clients, alert, http, prometheus};
 use crate::config::{Config, PrometheusCheck, Target, Watch};
 use crate::engine::{CheckResult, Evaluation, Millis, Origin, Revision, Verdict};
 use crate::rollback::command;
+use crate::rollback::kubernetes::{self, observe};
 
 use super::metrics::Metrics;
 
@@ -53,6 +54,8 @@ pub struct Report {
 pub struct Probes {
     pub clients: Clients,
     pub sources: HashMap<String, Source>,
+    /// Kubernetes clients, made on first use.
+    pub kube: Arc<kubernetes::Connector>,
 }
 
 impl Probes {
@@ -76,7 +79,11 @@ impl Probes {
                 }
             }
         }
-        Self { clients, sources }
+        Self {
+            clients,
+            sources,
+            kube: Arc::new(kubernetes::Connector::new(&config.kubernetes)),
+        }
     }
 }
 
@@ -144,11 +151,48 @@ pub fn spawn(
         last_poll: None,
         last_error: None,
         changes_in_a_row: 0,
+        feed: None,
     };
     let cancel = running.cancel.clone();
     let span = tracing::info_span!("watch", watch = %watch.name, target = %watch.target);
+    let mut task = task;
+    if let Target::Kubernetes(k) = &watch.target {
+        task.feed = Some(span.in_scope(|| spawn_observer(&task, k, cancel.clone())));
+    }
     tokio::spawn(task.run(cancel).instrument(span));
     running
+}
+
+/// Starts the watch on a Kubernetes target: it keeps the snapshot the
+/// rollout check reads, and reports each new revision at once.
+fn spawn_observer(
+    task: &Loop,
+    target: &crate::config::KubernetesTarget,
+    cancel: CancellationToken,
+) -> observe::Feed {
+    let (tx, rx) = watch::channel(None);
+    let connector = task.shared.probes.borrow().kube.clone();
+    let reports = task.reports.clone();
+    let (name, generation) = (task.watch.name.clone(), task.generation);
+    let on_revision = move |rev: Revision| {
+        let reports = reports.clone();
+        let watch = name.clone();
+        async move {
+            reports
+                .send(Report {
+                    watch,
+                    generation,
+                    observation: Observation::Revision(rev),
+                })
+                .await
+                .is_ok()
+        }
+    };
+    tokio::spawn(
+        observe::run(connector, target.clone(), tx, on_revision, cancel)
+            .instrument(tracing::Span::current()),
+    );
+    rx
 }
 
 struct Loop {
@@ -164,6 +208,8 @@ struct Loop {
     last_error: Option<String>,
     /// Polls in a row that each saw a new version.
     changes_in_a_row: u32,
+    /// A Kubernetes target's snapshot, kept current by its watch.
+    feed: Option<observe::Feed>,
 }
 
 /// A `current` whose output changes this many polls in a row is not
@@ -313,7 +359,17 @@ impl Loop {
             let r = alert::judge(a, &firing, since);
             futures.push(Box::pin(async move { r }));
         }
-        let checks = futures_util::future::join_all(futures).await;
+        let mut checks = futures_util::future::join_all(futures).await;
+        if let Some(feed) = &self.feed
+            && w.settings.rollout_check
+        {
+            let snap = feed.borrow().clone();
+            checks.push(observe::rollout_check(
+                snap.as_ref(),
+                now_ms(),
+                w.settings.rollout_timeout,
+            ));
+        }
         for c in &checks {
             if c.result == Verdict::Inconclusive {
                 debug!(check = %c.name, detail = %c.detail, "check inconclusive");

@@ -21,7 +21,7 @@ use crate::engine::{
     ActResult, Effect, EventKind, Input, Machine, Origin, Phase, Policy, Recheck, Record, Revision,
     RolloutResult, Trigger,
 };
-use crate::rollback::command;
+use crate::rollback::{command, kubernetes};
 use crate::store::journal::Journal;
 use crate::store::memory::{Loaded, MemoryStore};
 use crate::telemetry::Telemetry;
@@ -45,6 +45,8 @@ pub struct Answer {
     watch: String,
     input: Input,
     output: Option<command::Run>,
+    /// What a Kubernetes undo restored, for the journal and reports.
+    undo: Option<kubernetes::act::UndoDetail>,
 }
 
 /// What `watches/NAME.json` holds.
@@ -426,6 +428,16 @@ impl Supervisor {
             }
             let _ = self.append(&a.watch, v);
         }
+        if let (Some(d), Input::Acted { rollback_id, .. }) = (&a.undo, &a.input) {
+            let v = serde_json::json!({
+                "event": "undo_patch",
+                "rollback_id": rollback_id,
+                "restored_revision": d.restored,
+                "from_images": d.from_images,
+                "to_images": d.to_images,
+            });
+            let _ = self.append(&a.watch, v);
+        }
         if self.watches.contains_key(&a.watch) {
             self.step(&a.watch, a.input);
         }
@@ -529,6 +541,7 @@ impl Supervisor {
                             result: ActResult::Refused(why),
                         },
                         output: None,
+                        undo: None,
                     });
                 }
                 action => self.act(name, action),
@@ -640,11 +653,12 @@ impl Supervisor {
         };
         let def = rt.def.clone();
         let answers = self.answers.clone();
+        let kube = self.probes.borrow().kube.clone();
         self.in_flight += 1;
         let span = tracing::info_span!("rollback", watch = %name, target = %def.target);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let answer = execute(&def, effect).await;
+                let answer = execute(&def, &kube, effect).await;
                 let _ = answers.send(answer).await;
             },
             span,
@@ -819,43 +833,17 @@ impl Supervisor {
 }
 
 /// Carries out one action on a watch's target and says what happened.
-async fn execute(def: &Watch, effect: Effect) -> Answer {
+async fn execute(def: &Watch, kube: &Arc<kubernetes::Connector>, effect: Effect) -> Answer {
     let watch = def.name.clone();
     let answer = |input: Input, output: Option<command::Run>| Answer {
         watch: watch.clone(),
         input,
         output,
+        undo: None,
     };
-    let Target::Command(c) = &def.target else {
-        // Kubernetes targets are observed and reported; acting on them
-        // arrives with the Kubernetes adapter. Say so once, loudly.
-        let why =
-            "this version of rollbackd cannot roll back Kubernetes targets yet; roll back by hand"
-                .to_owned();
-        return match effect {
-            Effect::Recheck { rollback_id, .. } => answer(
-                Input::Rechecked {
-                    rollback_id,
-                    result: Recheck::Refused(why),
-                },
-                None,
-            ),
-            Effect::Rollback(o) => answer(
-                Input::Acted {
-                    rollback_id: o.rollback_id,
-                    result: ActResult::Refused(why),
-                },
-                None,
-            ),
-            Effect::WaitRollout { rollback_id, .. } => answer(
-                Input::RolledOut {
-                    rollback_id,
-                    result: RolloutResult::Failed(why),
-                },
-                None,
-            ),
-            _ => unreachable_effect(&watch),
-        };
+    let c = match &def.target {
+        Target::Command(c) => c,
+        Target::Kubernetes(k) => return execute_kubernetes(def, k, kube, effect).await,
     };
     match effect {
         Effect::Recheck { rollback_id, from } => {
@@ -992,5 +980,90 @@ fn unreachable_effect(watch: &str) -> Answer {
         watch: watch.to_owned(),
         input: Input::Tick,
         output: None,
+        undo: None,
+    }
+}
+
+/// The same three actions on a Deployment, StatefulSet or DaemonSet.
+async fn execute_kubernetes(
+    def: &Watch,
+    target: &crate::config::KubernetesTarget,
+    kube: &Arc<kubernetes::Connector>,
+    effect: Effect,
+) -> Answer {
+    let watch = def.name.clone();
+    let answer = |input: Input, undo: Option<kubernetes::act::UndoDetail>| Answer {
+        watch: watch.clone(),
+        input,
+        output: None,
+        undo,
+    };
+    let handle = match kube.client(target.context.as_deref()).await {
+        Ok(client) => kubernetes::Handle {
+            client,
+            target: target.clone(),
+            timeout: kube.request_timeout(),
+        },
+        Err(e) => {
+            let why = format!("cannot connect to Kubernetes: {e}");
+            return match effect {
+                Effect::Recheck { rollback_id, .. } => answer(
+                    Input::Rechecked {
+                        rollback_id,
+                        result: Recheck::Failed(why),
+                    },
+                    None,
+                ),
+                Effect::Rollback(o) => answer(
+                    Input::Acted {
+                        rollback_id: o.rollback_id,
+                        result: ActResult::Failed(why),
+                    },
+                    None,
+                ),
+                Effect::WaitRollout { rollback_id, .. } => answer(
+                    Input::RolledOut {
+                        rollback_id,
+                        result: RolloutResult::Failed(why),
+                    },
+                    None,
+                ),
+                _ => unreachable_effect(&watch),
+            };
+        }
+    };
+    match effect {
+        Effect::Recheck { rollback_id, from } => {
+            let avoid: Vec<String> = Vec::new();
+            let result = kubernetes::act::recheck(&handle, &from, &avoid).await;
+            answer(
+                Input::Rechecked {
+                    rollback_id,
+                    result,
+                },
+                None,
+            )
+        }
+        Effect::Rollback(order) => {
+            let (result, detail) = kubernetes::act::undo(&handle, &order, Trigger::Auto).await;
+            answer(
+                Input::Acted {
+                    rollback_id: order.rollback_id,
+                    result,
+                },
+                Some(detail),
+            )
+        }
+        Effect::WaitRollout { rollback_id, from } => {
+            let result = kubernetes::act::wait(&handle, &from, def.settings.rollout_timeout).await;
+            answer(
+                Input::RolledOut {
+                    rollback_id,
+                    result,
+                },
+                None,
+            )
+        }
+        _ => unreachable_effect(&watch),
     }
 }

@@ -3,5 +3,9 @@
 //!
 //! - [`command`]: hosts without Kubernetes, through the operator's own
 //!   deploy tool (`current` to read the version, `rollback` to undo).
+//! - [`kubernetes`]: Deployments, StatefulSets and DaemonSets, undone as
+//!   `kubectl rollout undo` would and waited for as `kubectl rollout
+//!   status` would.
 
 pub mod command;
+pub mod kubernetes;

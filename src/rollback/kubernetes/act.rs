@@ -1,0 +1,216 @@
+//! The three things the engine asks of a Kubernetes target: re-read it
+//! before acting, undo its rollout, and wait for that rollout. Each answers
+//! with a plain outcome for the engine.
+
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use super::workload::{self, Mark, Object, Refusal, RolloutStatus};
+use super::{ApiFailure, Handle};
+use crate::engine::{ActResult, Millis, Order, Origin, Recheck, RolloutResult, Trigger};
+
+fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// How long the controller may take to observe a spec before a re-read
+/// gives up on knowing the current revision.
+const OBSERVE_WAIT: Duration = Duration::from_secs(5);
+
+/// Reads the workload until its controller has observed the current spec
+/// (a revision number read before that may be about to change).
+async fn read_observed(
+    h: &Handle,
+    budget: Duration,
+) -> Result<(Object, Vec<workload::HistoryEntry>), ApiFailure> {
+    let deadline = tokio::time::Instant::now() + OBSERVE_WAIT;
+    loop {
+        let (obj, history) = h.read(budget).await?;
+        if obj.observed() || tokio::time::Instant::now() >= deadline {
+            return Ok((obj, history));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// SPEC §4.3.1: still at the failing revision, not paused, somewhere to go.
+pub async fn recheck(h: &Handle, from: &str, avoid: &[String]) -> Recheck {
+    let budget = h.timeout;
+    let (obj, history) = match read_observed(h, budget).await {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            return Recheck::Refused(format!("{} does not exist", h.describe()));
+        }
+        Err(e) if e.code == Some(403) => {
+            return Recheck::Refused(format!("not allowed to read the target: {e}"));
+        }
+        Err(e) => return Recheck::Failed(e.to_string()),
+    };
+    let Some(current) = obj.current(&history) else {
+        return Recheck::Failed(format!(
+            "the controller of {} has not observed its latest spec yet",
+            h.describe()
+        ));
+    };
+    if current.number.to_string() != from {
+        return Recheck::Superseded(super::observe::revision_of(current, now_ms()));
+    }
+    if obj.paused() {
+        return Recheck::Paused;
+    }
+    match workload::choose(obj.kind(), obj.name(), &history, None, avoid) {
+        Ok(_) => Recheck::Proceed,
+        Err(Refusal::NoPrevious(_) | Refusal::NotFound(_)) => Recheck::NoPrevious,
+        Err(r) => Recheck::Refused(r.message().to_owned()),
+    }
+}
+
+/// What an undo did, beyond its outcome: for reports and the journal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UndoDetail {
+    /// The revision whose template was restored (its number before the
+    /// controller renumbers it).
+    pub restored: Option<i64>,
+    pub from_images: Vec<String>,
+    pub to_images: Vec<String>,
+}
+
+/// Undoes the rollout of `order.from` as `kubectl rollout undo` would,
+/// with a precondition on the workload's `resourceVersion`.
+pub async fn undo(h: &Handle, order: &Order, trigger: Trigger) -> (ActResult, UndoDetail) {
+    let budget = h.timeout;
+    let mut detail = UndoDetail::default();
+    let (obj, history) = match read_observed(h, budget).await {
+        Ok(r) => r,
+        Err(e) if e.is_not_found() => {
+            return (
+                ActResult::Refused(format!("{} does not exist", h.describe())),
+                detail,
+            );
+        }
+        Err(e) => return (ActResult::Failed(e.to_string()), detail),
+    };
+    // An undo sent before a restart (or whose answer was lost) is not sent again.
+    if let Some(m) = Mark::of(&obj).filter(|m| m.rollback_id == order.rollback_id) {
+        info!(rollback_id = %m.rollback_id, "the workload already carries this rollback; not patching again");
+        return (ActResult::Applied { to: Some(m.to) }, detail);
+    }
+    let Some(current) = obj.current(&history) else {
+        return (ActResult::Conflict, detail);
+    };
+    if current.number.to_string() != order.from {
+        info!(current = current.number, from = %order.from, "the target moved on before the undo; not patching");
+        return (ActResult::Conflict, detail);
+    }
+    detail.from_images = current.images();
+    let chosen = match workload::choose(obj.kind(), obj.name(), &history, None, &order.avoid) {
+        Ok(c) => c.clone(),
+        Err(r) => return (ActResult::Refused(r.message().to_owned()), detail),
+    };
+    detail.restored = Some(chosen.number);
+    detail.to_images = chosen.images();
+    // The controller gives the restored template the next number.
+    let next = history.iter().map(|e| e.number).max().unwrap_or(0) + 1;
+    let to = if order.dry_run { chosen.number } else { next };
+    let mark = Mark {
+        rollback_id: order.rollback_id.clone(),
+        from: order.from.clone(),
+        to: to.to_string(),
+        trigger: match trigger {
+            Trigger::Auto => "auto".into(),
+            Trigger::Manual => "manual".into(),
+        },
+        reason: order.reason.clone(),
+        at: jiff::Timestamp::now()
+            .round(jiff::Unit::Second)
+            .unwrap_or_else(|_| jiff::Timestamp::now())
+            .to_string(),
+    };
+    let plan = match workload::plan(&obj, &history, Some(chosen.number), &order.avoid, &mark) {
+        Ok(p) => p,
+        Err(r) => return (ActResult::Refused(r.message().to_owned()), detail),
+    };
+    info!(
+        from = %order.from,
+        restoring = chosen.number,
+        images = %detail.to_images.join(","),
+        dry_run = order.dry_run,
+        "patching the workload back to the previous revision"
+    );
+    match h.patch(&plan.patch, order.dry_run, budget).await {
+        Ok(()) => (
+            ActResult::Applied {
+                to: Some(to.to_string()),
+            },
+            detail,
+        ),
+        Err(e) if e.is_conflict() || e.transient => {
+            // A lost answer may hide a patch that was applied: the mark says.
+            if !order.dry_run
+                && let Ok(now) = h.get(budget).await
+                && Mark::of(&now).is_some_and(|m| m.rollback_id == order.rollback_id)
+            {
+                return (
+                    ActResult::Applied {
+                        to: Some(to.to_string()),
+                    },
+                    detail,
+                );
+            }
+            if e.is_conflict() {
+                warn!(error = %e, "the workload changed between the re-read and the patch; not clobbering it");
+                (ActResult::Conflict, detail)
+            } else {
+                (ActResult::Failed(e.to_string()), detail)
+            }
+        }
+        Err(e) if e.is_not_found() => (
+            ActResult::Refused(format!("{} does not exist", h.describe())),
+            detail,
+        ),
+        Err(e) => (ActResult::Failed(e.to_string()), detail),
+    }
+}
+
+/// How often the rollout is re-read while waiting.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Waits as `kubectl rollout status` does, bounded by `timeout`, for the
+/// workload to move off `from` and finish rolling out.
+pub async fn wait(h: &Handle, from: &str, timeout: Duration) -> RolloutResult {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let last = match h.read(h.timeout).await {
+            Ok((obj, history)) => match obj.current(&history) {
+                Some(cur) if cur.number.to_string() != from => match obj.rollout_status() {
+                    RolloutStatus::Complete(_) | RolloutStatus::Unsupported(_) => {
+                        let mut rev = super::observe::revision_of(cur, now_ms());
+                        rev.origin = Origin::Rollback;
+                        return RolloutResult::Complete(Some(rev));
+                    }
+                    RolloutStatus::DeadlineExceeded(m) => return RolloutResult::Failed(m),
+                    RolloutStatus::Waiting(m) => m,
+                },
+                Some(_) => {
+                    format!("still at revision {from}: the undo has not reached the controller")
+                }
+                None => "Waiting for the controller to observe the rollback...".into(),
+            },
+            Err(e) if e.is_not_found() => {
+                return RolloutResult::Failed(format!("{} was deleted", h.describe()));
+            }
+            Err(e) => e.to_string(),
+        };
+        if tokio::time::Instant::now() + POLL >= deadline {
+            return RolloutResult::Failed(format!(
+                "the rollout did not finish within {}: {last}",
+                humantime::format_duration(timeout)
+            ));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

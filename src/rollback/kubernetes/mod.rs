@@ -1,0 +1,369 @@
+//! The Kubernetes adapter: it connects (in-cluster, a kubeconfig, a
+//! context), observes a Deployment, StatefulSet or DaemonSet through a watch,
+//! re-reads it before acting, undoes its rollout as `kubectl rollout undo`
+//! does and waits as `kubectl rollout status` does. It reports plain
+//! outcomes; the engine decides. kubectl's rules themselves are the pure
+//! functions of [`workload`].
+//!
+//! Every call has a timeout (kube's own read timeout is 295 s, long enough
+//! for watches only). Transient failures (5xx, 429, timeouts, dropped
+//! connections) are retried with backoff within a budget; permanent ones
+//! (400, 403, 404, 409, 422) are answered at once, for the engine to decide.
+
+pub mod act;
+pub mod observe;
+pub mod workload;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{
+    ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use tracing::{debug, info};
+
+use crate::config::{KubernetesSettings, KubernetesTarget, WorkloadKind};
+use workload::{HistoryEntry, Object};
+
+/// A failed API call, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiFailure {
+    /// The HTTP status, when the server answered.
+    pub code: Option<u16>,
+    pub message: String,
+    /// Worth retrying: the server or the network may do better later.
+    pub transient: bool,
+}
+
+impl std::fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(c) => write!(f, "{} (HTTP {c})", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+impl ApiFailure {
+    pub fn is_conflict(&self) -> bool {
+        self.code == Some(409)
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.code == Some(404)
+    }
+
+    fn timeout(what: &str, after: Duration) -> Self {
+        Self {
+            code: None,
+            message: format!(
+                "{what}: no answer within {}",
+                humantime::format_duration(after)
+            ),
+            transient: true,
+        }
+    }
+}
+
+/// Sorts kube's errors into transient and permanent.
+pub fn classify(what: &str, e: &kube::Error) -> ApiFailure {
+    match e {
+        kube::Error::Api(s) => ApiFailure {
+            code: Some(s.code),
+            message: format!(
+                "{what}: {}",
+                if s.message.is_empty() {
+                    &s.reason
+                } else {
+                    &s.message
+                }
+            ),
+            transient: s.code == 429 || s.code >= 500,
+        },
+        kube::Error::HyperError(_) | kube::Error::Service(_) | kube::Error::ReadEvents(_) => {
+            ApiFailure {
+                code: None,
+                message: format!("{what}: {}", crate::check::error_chain(e)),
+                transient: true,
+            }
+        }
+        other => ApiFailure {
+            code: None,
+            message: format!("{what}: {}", crate::check::error_chain(other)),
+            transient: false,
+        },
+    }
+}
+
+/// Calls `f` until it succeeds, fails permanently, or `budget` is spent;
+/// each attempt is bounded by `timeout`. Backoff doubles from 100 ms to
+/// 2 s, with jitter so that many watches do not retry in step.
+pub async fn retry<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    budget: Duration,
+    mut f: F,
+) -> Result<T, ApiFailure>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + budget;
+    let mut delay = Duration::from_millis(100);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let failure = match tokio::time::timeout(timeout, f()).await {
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(e)) => classify(what, &e),
+            Err(_) => ApiFailure::timeout(what, timeout),
+        };
+        let now = tokio::time::Instant::now();
+        if !failure.transient || now + delay >= deadline {
+            return Err(failure);
+        }
+        debug!(attempt, error = %failure, "transient API failure; retrying");
+        let jitter = Duration::from_millis(
+            u64::from(jitter_ms(attempt)) % (delay.as_millis() as u64 / 2 + 1),
+        );
+        tokio::time::sleep(delay + jitter).await;
+        delay = (delay * 2).min(Duration::from_secs(2));
+    }
+}
+
+fn jitter_ms(attempt: u32) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    nanos.wrapping_mul(2_654_435_761).wrapping_add(attempt)
+}
+
+/// Clients per context, made on first use and kept: connecting reads
+/// files and may run credential plugins.
+pub struct Connector {
+    settings: KubernetesSettings,
+    clients: tokio::sync::Mutex<HashMap<Option<String>, kube::Client>>,
+}
+
+impl Connector {
+    pub fn new(settings: &KubernetesSettings) -> Self {
+        Self {
+            settings: settings.clone(),
+            clients: Default::default(),
+        }
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        self.settings.request_timeout
+    }
+
+    /// The client for a target's `context` (or the configured one).
+    pub async fn client(&self, context: Option<&str>) -> Result<kube::Client, String> {
+        let key = context
+            .map(str::to_owned)
+            .or_else(|| self.settings.context.clone());
+        let mut clients = self.clients.lock().await;
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        let client = connect(&self.settings, key.as_deref()).await?;
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+}
+
+/// In-cluster credentials first (a sidecar), then `$KUBECONFIG`, then
+/// `~/.kube/config`; an explicit kubeconfig or context is used as given.
+async fn connect(s: &KubernetesSettings, context: Option<&str>) -> Result<kube::Client, String> {
+    let options = KubeConfigOptions {
+        context: context.map(str::to_owned),
+        ..Default::default()
+    };
+    let mut config = if let Some(path) = &s.kubeconfig {
+        let kc = Kubeconfig::read_from(path)
+            .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+        kube::Config::from_custom_kubeconfig(kc, &options)
+            .await
+            .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
+    } else if context.is_some() {
+        kube::Config::from_kubeconfig(&options)
+            .await
+            .map_err(|e| format!("kubeconfig: {e}"))?
+    } else {
+        match kube::Config::incluster() {
+            Ok(c) => c,
+            Err(_) => kube::Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| format!("no in-cluster credentials, and no usable kubeconfig ($KUBECONFIG or ~/.kube/config): {e}"))?,
+        }
+    };
+    // Retries are ours, bounded; kube's own would wait up to 1000 s.
+    config.default_retry = false;
+    config.connect_timeout = Some(s.request_timeout);
+    config.write_timeout = Some(s.request_timeout);
+    info!(server = %config.cluster_url, context = context.unwrap_or("(current)"), "connecting to Kubernetes");
+    kube::Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))
+}
+
+/// A target with its client.
+#[derive(Clone)]
+pub struct Handle {
+    pub client: kube::Client,
+    pub target: KubernetesTarget,
+    pub timeout: Duration,
+}
+
+fn selector_string(s: Option<&LabelSelector>) -> Option<String> {
+    let s = s?;
+    // With expressions the owner reference alone decides; match labels
+    // only narrow the list.
+    let labels = s.match_labels.as_ref()?;
+    Some(
+        labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(","),
+    )
+}
+
+impl Handle {
+    pub fn describe(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.target.kind.as_str(),
+            self.target.namespace,
+            self.target.name
+        )
+    }
+
+    /// The workload alone.
+    pub async fn get(&self, budget: Duration) -> Result<Object, ApiFailure> {
+        let ns = &self.target.namespace;
+        let name = &self.target.name;
+        let what = format!("get {}", self.describe());
+        let c = &self.client;
+        Ok(match self.target.kind {
+            WorkloadKind::Deployment => {
+                let api: Api<Deployment> = Api::namespaced(c.clone(), ns);
+                Object::Deployment(retry(&what, self.timeout, budget, || api.get(name)).await?)
+            }
+            WorkloadKind::StatefulSet => {
+                let api: Api<StatefulSet> = Api::namespaced(c.clone(), ns);
+                Object::StatefulSet(retry(&what, self.timeout, budget, || api.get(name)).await?)
+            }
+            WorkloadKind::DaemonSet => {
+                let api: Api<DaemonSet> = Api::namespaced(c.clone(), ns);
+                Object::DaemonSet(retry(&what, self.timeout, budget, || api.get(name)).await?)
+            }
+        })
+    }
+
+    /// The workload's history, as kubectl lists it.
+    pub async fn history(
+        &self,
+        obj: &Object,
+        budget: Duration,
+    ) -> Result<Vec<HistoryEntry>, ApiFailure> {
+        let ns = &self.target.namespace;
+        let what = format!("list the history of {}", self.describe());
+        match obj {
+            Object::Deployment(d) => {
+                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+                let lp = list_params(selector_string(d.spec.as_ref().map(|s| &s.selector)));
+                let list = retry(&what, self.timeout, budget, || api.list(&lp)).await?;
+                Ok(workload::replicaset_history(d, &list.items))
+            }
+            Object::StatefulSet(s) => {
+                let lp = list_params(selector_string(s.spec.as_ref().map(|s| &s.selector)));
+                self.revisions(&what, s.metadata.uid.as_deref(), &lp, budget)
+                    .await
+            }
+            Object::DaemonSet(d) => {
+                let lp = list_params(selector_string(d.spec.as_ref().map(|s| &s.selector)));
+                self.revisions(&what, d.metadata.uid.as_deref(), &lp, budget)
+                    .await
+            }
+        }
+    }
+
+    async fn revisions(
+        &self,
+        what: &str,
+        uid: Option<&str>,
+        lp: &ListParams,
+        budget: Duration,
+    ) -> Result<Vec<HistoryEntry>, ApiFailure> {
+        let api: Api<ControllerRevision> =
+            Api::namespaced(self.client.clone(), &self.target.namespace);
+        let list = retry(what, self.timeout, budget, || api.list(lp)).await?;
+        Ok(workload::controller_revision_history(uid, &list.items))
+    }
+
+    /// The workload and its history, read together.
+    pub async fn read(&self, budget: Duration) -> Result<(Object, Vec<HistoryEntry>), ApiFailure> {
+        let obj = self.get(budget).await?;
+        let history = self.history(&obj, budget).await?;
+        Ok((obj, history))
+    }
+
+    /// Sends an undo patch; `dry_run` asks the API server to validate it
+    /// (RBAC, admission, the precondition) without storing it.
+    pub async fn patch(
+        &self,
+        patch: &workload::UndoPatch,
+        dry_run: bool,
+        budget: Duration,
+    ) -> Result<(), ApiFailure> {
+        let ns = &self.target.namespace;
+        let name = &self.target.name;
+        let what = format!("patch {}", self.describe());
+        let mut pp = PatchParams::default();
+        if dry_run {
+            pp = pp.dry_run();
+        }
+        macro_rules! send {
+            ($t:ty, $body:expr) => {{
+                let api: Api<$t> = Api::namespaced(self.client.clone(), ns);
+                retry(&what, self.timeout, budget, || api.patch(name, &pp, $body))
+                    .await
+                    .map(|_| ())
+            }};
+        }
+        match patch {
+            workload::UndoPatch::Json(v) => {
+                let p: json_patch::Patch =
+                    serde_json::from_value(v.clone()).map_err(|e| ApiFailure {
+                        code: None,
+                        message: format!("{what}: {e}"),
+                        transient: false,
+                    })?;
+                let body = Patch::Json::<()>(p);
+                match self.target.kind {
+                    WorkloadKind::Deployment => send!(Deployment, &body),
+                    WorkloadKind::StatefulSet => send!(StatefulSet, &body),
+                    WorkloadKind::DaemonSet => send!(DaemonSet, &body),
+                }
+            }
+            workload::UndoPatch::Strategic(v) => {
+                let body = Patch::Strategic(v);
+                match self.target.kind {
+                    WorkloadKind::Deployment => send!(Deployment, &body),
+                    WorkloadKind::StatefulSet => send!(StatefulSet, &body),
+                    WorkloadKind::DaemonSet => send!(DaemonSet, &body),
+                }
+            }
+        }
+    }
+}
+
+fn list_params(selector: Option<String>) -> ListParams {
+    match selector {
+        Some(s) if !s.is_empty() => ListParams::default().labels(&s),
+        _ => ListParams::default(),
+    }
+}

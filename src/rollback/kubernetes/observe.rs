@@ -1,0 +1,342 @@
+//! Observing a Kubernetes target through a watch, not by polling: every
+//! change of the workload updates a [`Snapshot`] (its rollout status by
+//! kubectl's rules and its current revision), and a new revision is
+//! reported at once. The watch is re-established with backoff when the API
+//! server drops it or fails; meanwhile the snapshot says why it is stale.
+
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
+use kube::api::Api;
+use kube::runtime::{WatchStreamExt, watcher};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::workload::{HistoryEntry, Mark, Object, RolloutStatus};
+use super::{Connector, Handle};
+use crate::config::{KubernetesTarget, WorkloadKind};
+use crate::engine::{CheckResult, Millis, Origin, Revision, Verdict};
+
+/// What is known of a target now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Snapshot {
+    /// When it was last confirmed.
+    pub at: Millis,
+    /// None while the workload is not known to exist.
+    pub status: Option<RolloutStatus>,
+    pub current: Option<Current>,
+    /// Why the snapshot may be stale or empty.
+    pub problem: Option<String>,
+}
+
+/// The current revision with what reports show of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Current {
+    pub revision: Revision,
+    pub images: Vec<String>,
+    pub change_cause: Option<String>,
+    pub mark: Option<Mark>,
+}
+
+pub type Feed = watch::Receiver<Option<Snapshot>>;
+
+/// The revision the engine is told of: a reused entry (its template came
+/// back: a rollback, by anyone) never arms and dates from now, so that
+/// alerts from the bad period are not held against it; a new one dates
+/// from its creation, which decides after a restart whether it is armed.
+pub fn revision_of(e: &HistoryEntry, now: Millis) -> Revision {
+    if e.reused {
+        Revision {
+            id: e.number.to_string(),
+            since: now,
+            origin: Origin::Rollback,
+        }
+    } else {
+        Revision {
+            id: e.number.to_string(),
+            since: e.created.unwrap_or(now).min(now),
+            origin: Origin::Rollout,
+        }
+    }
+}
+
+/// The built-in `rollout` check (SPEC §4.1): it fails while the current
+/// revision's rollout has passed its progress deadline, or has not
+/// completed within `rollout_timeout` of its start.
+pub fn rollout_check(
+    snap: Option<&Snapshot>,
+    now: Millis,
+    rollout_timeout: Duration,
+) -> CheckResult {
+    let mut r = CheckResult {
+        kind: "rollout".into(),
+        name: "rollout".into(),
+        result: Verdict::Pass,
+        value: None,
+        threshold: format!(
+            "complete within {}",
+            humantime::format_duration(rollout_timeout)
+        ),
+        labels: Default::default(),
+        detail: String::new(),
+    };
+    let Some(s) = snap else {
+        r.result = Verdict::Inconclusive;
+        r.detail = "the target has not been read yet".into();
+        return r;
+    };
+    if let Some(p) = &s.problem {
+        r.result = Verdict::Inconclusive;
+        r.detail = p.clone();
+        return r;
+    }
+    match &s.status {
+        None => {
+            r.result = Verdict::Inconclusive;
+            r.detail = "the target does not exist".into();
+        }
+        Some(RolloutStatus::DeadlineExceeded(m)) => {
+            r.result = Verdict::Fail;
+            r.detail = m.clone();
+        }
+        Some(RolloutStatus::Waiting(m)) => {
+            let since = s.current.as_ref().map(|c| c.revision.since);
+            let age = since.map(|t| now.saturating_sub(t));
+            r.value = age.map(|a| a as f64 / 1000.0);
+            let limit = u64::try_from(rollout_timeout.as_millis()).unwrap_or(u64::MAX);
+            if age.is_some_and(|a| a > limit) {
+                r.result = Verdict::Fail;
+                r.detail = format!(
+                    "not rolled out {} after it began: {m}",
+                    humantime::format_duration(rollout_timeout)
+                );
+            } else {
+                r.detail = m.clone();
+            }
+        }
+        Some(RolloutStatus::Complete(m) | RolloutStatus::Unsupported(m)) => r.detail = m.clone(),
+    }
+    r
+}
+
+/// Runs until `cancel`: keeps `feed` current and calls `on_revision` with
+/// each new current revision.
+pub async fn run<F, Fut>(
+    connector: std::sync::Arc<Connector>,
+    target: KubernetesTarget,
+    feed: watch::Sender<Option<Snapshot>>,
+    mut on_revision: F,
+    cancel: CancellationToken,
+) where
+    F: FnMut(Revision) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut o = Observer {
+        feed,
+        last_key: None,
+        history: Vec::new(),
+        reported: None,
+        last_problem: None,
+    };
+    loop {
+        let client = tokio::select! {
+            _ = cancel.cancelled() => return,
+            c = connector.client(target.context.as_deref()) => c,
+        };
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                o.problem(e);
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => continue,
+                }
+            }
+        };
+        let h = Handle {
+            client: client.clone(),
+            target: target.clone(),
+            timeout: connector.request_timeout(),
+        };
+        let mut events = stream(&h);
+        let mut seen = false;
+        loop {
+            let ev = tokio::select! {
+                _ = cancel.cancelled() => return,
+                ev = events.next() => ev,
+            };
+            let Some(ev) = ev else { break };
+            match ev {
+                Ok(watcher::Event::Init) => seen = false,
+                Ok(watcher::Event::InitApply(obj) | watcher::Event::Apply(obj)) => {
+                    seen = true;
+                    if let Some(rev) = o.update(&h, obj).await
+                        && !on_revision(rev).await
+                    {
+                        return;
+                    }
+                }
+                Ok(watcher::Event::InitDone) => {
+                    if !seen {
+                        o.gone(&h);
+                    }
+                }
+                Ok(watcher::Event::Delete(_)) => o.gone(&h),
+                Err(e) => o.problem(format!("watching {}: {e}", h.describe())),
+            }
+        }
+    }
+}
+
+fn stream(
+    h: &Handle,
+) -> std::pin::Pin<Box<dyn Stream<Item = Result<watcher::Event<Object>, watcher::Error>> + Send>> {
+    let cfg = watcher::Config::default().fields(&format!("metadata.name={}", h.target.name));
+    let ns = &h.target.namespace;
+    let c = h.client.clone();
+    match h.target.kind {
+        WorkloadKind::Deployment => watcher(Api::<Deployment>::namespaced(c, ns), cfg)
+            .default_backoff()
+            .map(|r| r.map(|e| e.map_into(Object::Deployment)))
+            .boxed(),
+        WorkloadKind::StatefulSet => watcher(Api::<StatefulSet>::namespaced(c, ns), cfg)
+            .default_backoff()
+            .map(|r| r.map(|e| e.map_into(Object::StatefulSet)))
+            .boxed(),
+        WorkloadKind::DaemonSet => watcher(Api::<DaemonSet>::namespaced(c, ns), cfg)
+            .default_backoff()
+            .map(|r| r.map(|e| e.map_into(Object::DaemonSet)))
+            .boxed(),
+    }
+}
+
+trait MapInto<K> {
+    fn map_into(self, f: fn(K) -> Object) -> watcher::Event<Object>;
+}
+
+impl<K> MapInto<K> for watcher::Event<K> {
+    fn map_into(self, f: fn(K) -> Object) -> watcher::Event<Object> {
+        match self {
+            watcher::Event::Apply(k) => watcher::Event::Apply(f(k)),
+            watcher::Event::Delete(k) => watcher::Event::Delete(f(k)),
+            watcher::Event::Init => watcher::Event::Init,
+            watcher::Event::InitApply(k) => watcher::Event::InitApply(f(k)),
+            watcher::Event::InitDone => watcher::Event::InitDone,
+        }
+    }
+}
+
+struct Observer {
+    feed: watch::Sender<Option<Snapshot>>,
+    /// What the history was last read for: it is re-read only when the
+    /// revision may have changed, not on every status update.
+    last_key: Option<String>,
+    history: Vec<HistoryEntry>,
+    reported: Option<String>,
+    last_problem: Option<String>,
+}
+
+fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Changes whenever the revision may have: the spec, the controller's
+/// view of it, or the revision it names.
+fn history_key(obj: &Object) -> String {
+    let m = obj.meta();
+    let observed = match obj {
+        Object::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+        Object::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),
+        Object::DaemonSet(d) => d.status.as_ref().and_then(|s| s.observed_generation),
+    };
+    let named = match obj {
+        Object::Deployment(d) => d
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(super::workload::REVISION).cloned()),
+        Object::StatefulSet(s) => s.status.as_ref().and_then(|s| s.update_revision.clone()),
+        Object::DaemonSet(_) => None,
+    };
+    format!("{:?}/{:?}/{:?}/{:?}", m.uid, m.generation, observed, named)
+}
+
+impl Observer {
+    fn problem(&mut self, p: String) {
+        if self.last_problem.as_deref() != Some(p.as_str()) {
+            warn!(problem = %p, "the target cannot be observed; its rollout check is inconclusive until it can");
+            self.last_problem = Some(p.clone());
+        }
+        self.feed.send_modify(|s| match s {
+            Some(s) => s.problem = Some(p),
+            None => {
+                *s = Some(Snapshot {
+                    at: now_ms(),
+                    status: None,
+                    current: None,
+                    problem: Some(p),
+                })
+            }
+        });
+    }
+
+    fn gone(&mut self, h: &Handle) {
+        self.problem(format!("{} does not exist", h.describe()));
+    }
+
+    /// Takes a new state of the workload; returns a new current revision.
+    async fn update(&mut self, h: &Handle, obj: Object) -> Option<Revision> {
+        let now = now_ms();
+        let status = obj.rollout_status();
+        let key = history_key(&obj);
+        let mut problem = None;
+        if obj.observed() && self.last_key.as_deref() != Some(key.as_str()) {
+            match h.history(&obj, h.timeout).await {
+                Ok(history) => {
+                    self.history = history;
+                    self.last_key = Some(key);
+                }
+                Err(e) => problem = Some(e.to_string()),
+            }
+        }
+        let previous = self.feed.borrow().as_ref().and_then(|s| s.current.clone());
+        let current = if obj.observed() {
+            obj.current(&self.history).map(|e| Current {
+                revision: match &previous {
+                    // Keep the first sighting's date: a reused entry seen
+                    // again is the same rollback, not a new one.
+                    Some(p) if p.revision.id == e.number.to_string() => p.revision.clone(),
+                    _ => revision_of(e, now),
+                },
+                images: e.images(),
+                change_cause: e.change_cause.clone(),
+                mark: Mark::of(&obj),
+            })
+        } else {
+            previous
+        };
+        if problem.is_none() && self.last_problem.take().is_some() {
+            info!("the target is observed again");
+        }
+        let new = current
+            .as_ref()
+            .filter(|c| self.reported.as_deref() != Some(c.revision.id.as_str()))
+            .map(|c| c.revision.clone());
+        if let Some(r) = &new {
+            debug!(revision = %r.id, origin = ?r.origin, "current revision");
+            self.reported = Some(r.id.clone());
+        }
+        self.feed.send_replace(Some(Snapshot {
+            at: now,
+            status: Some(status),
+            current,
+            problem,
+        }));
+        new
+    }
+}
