@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use rollbackd::sim::Simulator;
-use support::{Daemon, journal, wait_until};
+use support::{Daemon, Prometheus, journal, wait_until};
 
 struct Lab {
     sim: Simulator,
@@ -42,31 +42,44 @@ impl Lab {
         self.path("state")
     }
 
-    /// The main file and one watch on deployment `name`.
+    /// The main file and one watch on deployment `name`; `extra` goes into
+    /// the watch table, `checks` after its health check.
     fn configure(&self, name: &str, extra: &str) {
-        std::fs::write(
-            self.path("rollbackd.toml"),
+        self.configure_with(name, extra, "", "")
+    }
+
+    fn configure_with(&self, name: &str, extra: &str, main_extra: &str, checks: &str) {
+        let mut settings: Vec<String> = [
+            ("interval", "\"200ms\""),
+            ("failure_threshold", "3"),
+            ("verify_for", "\"1s\""),
+            ("rollout_timeout", "\"20s\""),
+            ("cooldown", "\"1h\""),
+        ]
+        .iter()
+        .filter(|(k, _)| !extra.lines().any(|l| l.starts_with(&format!("{k} "))))
+        .map(|(k, v)| format!("{k} = {v}"))
+        .collect();
+        settings.push(extra.to_owned());
+        let settings = settings.join("\n");
+        let main = format!(
             "[daemon]\nwatches = [\"watches.d\"]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\nshutdown_timeout = \"5s\"\n\
              [kubernetes]\nkubeconfig = \"kubeconfig\"\nrequest_timeout = \"2s\"\n\
-             [notifiers.log]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n[defaults]\nnotify = [\"log\"]\n",
-        )
-        .unwrap();
+             [notifiers.log]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:9/\"\n[defaults]\nnotify = [\"log\"]\n{main_extra}",
+        );
+        std::fs::write(self.path("rollbackd.toml"), main).unwrap();
         std::fs::write(
             self.path(&format!("watches.d/{name}.toml")),
             format!(
                 r#"[[watch]]
 name = "{name}"
 target = {{ kind = "deployment", namespace = "{NS}", name = "{name}" }}
-interval = "200ms"
-failure_threshold = 3
-verify_for = "1s"
-rollout_timeout = "20s"
-cooldown = "1h"
-{extra}
+{settings}
 
 [[watch.health]]
 url = "http://{addr}/app/{NS}/{name}/health"
 timeout = "150ms"
+{checks}
 "#,
                 addr = self.sim.addr
             ),
@@ -215,4 +228,231 @@ fn a_crash_looping_image_is_rolled_back_on_the_rollout_check_alone() {
     assert_eq!(mark["trigger"], "auto");
     assert_eq!(mark["rollback_id"], f["rollback_id"]);
     assert_eq!(a["kubernetes.io/change-cause"], "deploy v2");
+}
+
+fn count(state: &Path, event: &str) -> usize {
+    events(state).iter().filter(|e| e["event"] == event).count()
+}
+
+#[test]
+fn a_degraded_image_is_rolled_back_on_the_metric_alone() {
+    let lab = Lab::new();
+    lab.sim
+        .cluster
+        .create_deployment(NS, "api", "api:v1", 3, 30);
+    let metrics = format!("/app/{NS}/api/metrics");
+    let prom = Prometheus::scraping(&[("api", lab.sim.addr, &metrics)]);
+    lab.configure_with(
+        "api",
+        "interval = \"1s\"\nfailure_threshold = 4\nverify_for = \"10s\"",
+        &format!("[prometheus.default]\nurl = \"{}\"\ntimeout = \"900ms\"\n", prom.url()),
+        r#"[[watch.prometheus]]
+name = "error-ratio"
+query = 'sum(rate(http_requests_total{namespace="shop",deployment="api",status="500"}[3s])) / sum(rate(http_requests_total{namespace="shop",deployment="api"}[3s]))'
+max = 0.1
+"#,
+    );
+    // The first scrape lands some 6 s after Prometheus starts.
+    assert!(
+        wait_until(Duration::from_secs(30), || prom
+            .value("sum(rate(http_requests_total{deployment=\"api\"}[3s]))")
+            .is_some_and(|v| v > 0.0)),
+        "Prometheus scrapes the simulated application"
+    );
+    let d = lab.start();
+    lab.set_image("api", "api:v2-degraded", "deploy v2");
+    assert!(
+        wait_until(Duration::from_secs(60), || !finished(&lab.state())
+            .is_empty()),
+        "the rollback finishes: {:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    let f = &finished(&lab.state())[0];
+    assert_eq!(f["outcome"], "recovered", "{f}\n{}", d.logs().join("\n"));
+    assert_eq!(lab.image("api"), "api:v1");
+    let started = events(&lab.state())
+        .into_iter()
+        .find(|e| e["event"] == "rollback_started")
+        .unwrap();
+    let checks = started["checks"].as_array().unwrap();
+    let failing: Vec<&str> = checks
+        .iter()
+        .filter(|c| c["result"] == "fail")
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(failing, ["error-ratio"], "the metric alone: {checks:#?}");
+    let ratio = checks.iter().find(|c| c["name"] == "error-ratio").unwrap()["value"]
+        .as_f64()
+        .unwrap();
+    assert!(ratio > 0.1, "{ratio}");
+}
+
+#[test]
+fn a_deploy_landing_between_the_decision_and_the_patch_is_not_clobbered() {
+    // Landing before the undo's history is read, then between that read
+    // and the patch (the resourceVersion precondition's case).
+    for (delay, log) in [
+        (1000, "the target moved on before the undo"),
+        (1750, "spec changed between the re-read and the patch"),
+    ] {
+        deploy_lands_during_the_undo(delay, log);
+    }
+}
+
+fn deploy_lands_during_the_undo(delay_ms: u64, log: &str) {
+    let lab = Lab::new();
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    lab.configure("web", "");
+    let d = lab.start();
+    lab.set_image("web", "web:v2-bad", "deploy v2");
+    // Every API answer now takes 700 ms: the undo's read (answered at
+    // ~0.7 s after it starts, its history at ~1.4 s) and its patch (~2.1 s)
+    // are far enough apart for a deploy to land in between.
+    lab.sim.cluster.faults.lock().unwrap().latency = Duration::from_millis(700);
+    assert!(
+        wait_until(Duration::from_secs(30), || count(
+            &lab.state(),
+            "rollback_started"
+        ) > 0),
+        "{:#?}",
+        events(&lab.state())
+    );
+    std::thread::sleep(Duration::from_millis(delay_ms));
+    lab.set_image("web", "web:v3", "deploy v3");
+    assert!(
+        wait_until(Duration::from_secs(20), || !finished(&lab.state())
+            .is_empty()),
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    lab.sim.cluster.faults.lock().unwrap().latency = Duration::ZERO;
+    let f = &finished(&lab.state())[0];
+    assert_eq!(f["outcome"], "conflict", "{f}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.image("web"), "web:v3", "the concurrent deploy stands");
+    assert_eq!(count(&lab.state(), "rollback_applied"), 0);
+    let armed = events(&lab.state())
+        .into_iter()
+        .rfind(|e| e["event"] == "armed")
+        .unwrap();
+    assert_eq!(
+        armed["revision"]["id"], "3",
+        "the new deploy is watched afresh"
+    );
+    assert!(d.find_log(log).is_some(), "{log}: {}", d.logs().join("\n"));
+}
+
+#[test]
+fn api_errors_latency_and_dropped_watches_cause_no_wrong_or_double_action() {
+    let lab = Lab::new();
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    lab.configure("web", "");
+    {
+        let mut f = lab.sim.cluster.faults.lock().unwrap();
+        f.watch_lifetime = Some(Duration::from_millis(700));
+        f.latency = Duration::from_millis(100);
+    }
+    let d = lab.start();
+    // A good rollout under faults is never rolled back.
+    lab.set_image("web", "web:v2", "deploy v2");
+    lab.sim.cluster.faults.lock().unwrap().unavailable = 20;
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        count(&lab.state(), "rollback_started"),
+        0,
+        "{:#?}",
+        events(&lab.state())
+    );
+    // A bad one is rolled back once, through bursts of 503 and 429.
+    lab.set_image("web", "web:v3-bad", "deploy v3");
+    let mut bursts = 0;
+    while finished(&lab.state()).is_empty() && bursts < 40 {
+        {
+            let mut f = lab.sim.cluster.faults.lock().unwrap();
+            if bursts % 2 == 0 {
+                f.unavailable = 3;
+            } else {
+                f.throttled = 2;
+            }
+        }
+        bursts += 1;
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || !finished(&lab.state())
+            .is_empty()),
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count(&lab.state(), "rollback_started"), 1);
+    assert_eq!(count(&lab.state(), "rollback_finished"), 1);
+    assert_eq!(
+        finished(&lab.state())[0]["outcome"],
+        "recovered",
+        "{}",
+        d.logs().join("\n")
+    );
+    assert_eq!(lab.image("web"), "web:v2");
+}
+
+#[test]
+fn kill_9_during_the_rollout_wait_resumes_without_a_second_patch() {
+    let lab = Lab::new();
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    lab.configure("web", "");
+    let mut d = lab.start();
+    lab.set_image("web", "web:v2-bad", "deploy v2");
+    // Slow answers keep the daemon in its rollout wait long enough to die there.
+    assert!(wait_until(Duration::from_secs(20), || count(
+        &lab.state(),
+        "rollback_started"
+    ) > 0));
+    lab.sim.cluster.faults.lock().unwrap().latency = Duration::from_millis(300);
+    assert!(
+        wait_until(Duration::from_secs(20), || count(
+            &lab.state(),
+            "rollback_applied"
+        ) > 0),
+        "{:#?}",
+        events(&lab.state())
+    );
+    d.signal("KILL");
+    d.wait_exit(Duration::from_secs(5));
+    let generation = |lab: &Lab| {
+        lab.sim.cluster.get("deployments", NS, "web").unwrap()["metadata"]["generation"]
+            .as_i64()
+            .unwrap()
+    };
+    let before = generation(&lab);
+    lab.sim.cluster.faults.lock().unwrap().latency = Duration::ZERO;
+    let d = lab.start();
+    assert!(
+        wait_until(Duration::from_secs(30), || !finished(&lab.state())
+            .is_empty()),
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        count(&lab.state(), "rollback_started"),
+        1,
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    assert_eq!(
+        count(&lab.state(), "rollback_resumed"),
+        1,
+        "{:#?}",
+        events(&lab.state())
+    );
+    assert_eq!(count(&lab.state(), "rollback_finished"), 1);
+    assert_eq!(finished(&lab.state())[0]["outcome"], "recovered");
+    assert_eq!(generation(&lab), before, "no second patch");
+    assert_eq!(lab.image("web"), "web:v1");
 }

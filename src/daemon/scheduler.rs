@@ -306,6 +306,7 @@ impl Loop {
                         id: version,
                         since,
                         origin,
+                        definite: false,
                     };
                     return self.report(Observation::Revision(rev)).await;
                 }

@@ -861,6 +861,7 @@ async fn execute(def: &Watch, kube: &Arc<kubernetes::Connector>, effect: Effect)
                             id: v,
                             since: now_ms(),
                             origin: Origin::Rollout,
+                            definite: false,
                         }),
                         Err(e) => Recheck::Failed(e),
                     }
@@ -961,6 +962,7 @@ async fn wait_version_change(
                 id: v,
                 since: now_ms(),
                 origin: Origin::Rollback,
+                definite: false,
             };
             return RolloutResult::Complete(Some(landed));
         }

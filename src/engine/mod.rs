@@ -244,7 +244,12 @@ impl Machine {
         // rollback produced, whatever the adapter could tell. Once that one
         // is known, any other is someone else's rollout.
         let restored_known = rolling_back.is_some() && self.restored_in == rolling_back;
-        if rolling_back.is_some() && restored_known {
+        // An adapter that knows a revision is a new rollout knows it is
+        // not the one our undo restored.
+        let foreign = rev.definite
+            && rev.origin == Origin::Rollout
+            && self.rollback_from() != Some(rev.id.as_str());
+        if rolling_back.is_some() && (restored_known || foreign) {
             self.finish_with(
                 now,
                 Outcome::Conflict,
@@ -255,7 +260,7 @@ impl Machine {
                 fx,
             );
         }
-        let ours = rolling_back.is_some() && !restored_known;
+        let ours = rolling_back.is_some() && !restored_known && !foreign;
         // After a restart the first sighting may still be the revision being
         // rolled away from (the undo is still under way): that is no landing.
         if ours && self.rollback_from() == Some(rev.id.as_str()) {

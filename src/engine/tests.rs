@@ -26,6 +26,7 @@ fn rev(id: &str, since: Millis, origin: Origin) -> Input {
         id: id.into(),
         since,
         origin,
+        definite: false,
     })
 }
 
@@ -406,6 +407,7 @@ fn the_target_is_re_read_before_acting_and_a_newer_revision_wins() {
         id: "8".into(),
         since: 3 * MIN,
         origin: Origin::Rollout,
+        definite: false,
     };
     let fx = words(&m.step(
         3 * MIN,
@@ -1082,6 +1084,7 @@ fn a_rollback_that_lands_on_a_known_bad_revision_is_an_error() {
         id: "5".into(),
         since: 4 * MIN,
         origin: Origin::Rollout,
+        definite: false,
     };
     let fx = words(&m.step(
         4 * MIN,
@@ -1217,4 +1220,46 @@ fn a_failed_undo_still_marks_the_revision_bad_and_starts_the_cooldown() {
         id_refused.bad_revisions.is_empty(),
         "a refusal changed nothing"
     );
+}
+
+#[test]
+fn a_revision_the_adapter_knows_is_new_ends_an_undo_in_flight_as_a_conflict_and_arms() {
+    let mut m = deciding();
+    proceed(&mut m, 3 * MIN);
+    let fx = words(&m.step(
+        3 * MIN + S,
+        Input::Revision(Revision {
+            id: "9".into(),
+            since: 3 * MIN + S,
+            origin: Origin::Rollout,
+            definite: true,
+        }),
+    ));
+    assert!(has(&fx, "journal:rollback_finished"), "{fx:?}");
+    assert!(has(&fx, "journal:armed"), "{fx:?}");
+    assert_eq!(m.last_rollback.as_ref().unwrap().outcome, Outcome::Conflict);
+    assert!(m.armed(3 * MIN + S));
+    // The undo's late answer changes nothing.
+    let id = m.last_rollback.as_ref().unwrap().rollback_id.clone();
+    let late = m.step(
+        3 * MIN + 2 * S,
+        Input::Acted {
+            rollback_id: id,
+            result: ActResult::Conflict,
+        },
+    );
+    assert!(late.is_empty(), "{late:?}");
+    // A reused revision, or the one rolled away from, is not someone else's.
+    let mut m = deciding();
+    proceed(&mut m, 3 * MIN);
+    let fx = words(&m.step(
+        3 * MIN + S,
+        Input::Revision(Revision {
+            id: "7".into(),
+            since: 0,
+            origin: Origin::Rollout,
+            definite: true,
+        }),
+    ));
+    assert!(!has(&fx, "journal:rollback_finished"), "{fx:?}");
 }

@@ -69,6 +69,11 @@ pub struct Revision {
     /// ReplicaSet's), otherwise when it was first seen.
     pub since: Millis,
     pub origin: Origin,
+    /// The adapter knows the origin for a fact (a Kubernetes ReplicaSet
+    /// says whether it is new or reused); a command target's version
+    /// change could be anyone's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub definite: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -462,13 +462,20 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(targets: &[(&str, SocketAddr)]) -> Prometheus {
+        let jobs: Vec<(&str, SocketAddr, &str)> =
+            targets.iter().map(|(n, a)| (*n, *a, "/metrics")).collect();
+        Self::scraping(&jobs)
+    }
+
+    /// Scrapes each (name, address, metrics path) as its own job.
+    pub fn scraping(jobs: &[(&str, SocketAddr, &str)]) -> Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let mut config = String::from(
-            "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: app\n    static_configs:\n",
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n",
         );
-        for (name, addr) in targets {
+        for (i, (name, addr, path)) in jobs.iter().enumerate() {
             config.push_str(&format!(
-                "      - targets: [\"{addr}\"]\n        labels: {{scenario: \"{name}\"}}\n"
+                "  - job_name: app{i}\n    metrics_path: \"{path}\"\n    static_configs:\n      - targets: [\"{addr}\"]\n        labels: {{scenario: \"{name}\"}}\n"
             ));
         }
         std::fs::write(dir.path().join("prometheus.yml"), config).unwrap();

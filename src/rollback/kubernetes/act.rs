@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::workload::{self, Mark, Object, Refusal, RolloutStatus};
 use super::{ApiFailure, Handle};
@@ -82,34 +82,77 @@ pub struct UndoDetail {
 /// Undoes the rollout of `order.from` as `kubectl rollout undo` would,
 /// with a precondition on the workload's `resourceVersion`.
 pub async fn undo(h: &Handle, order: &Order, trigger: Trigger) -> (ActResult, UndoDetail) {
-    let budget = h.timeout;
     let mut detail = UndoDetail::default();
+    for attempt in 1..=UNDO_ATTEMPTS {
+        match undo_once(h, order, trigger, &mut detail).await {
+            Attempt::Done(r) => return (r, detail),
+            Attempt::StatusMoved if attempt < UNDO_ATTEMPTS => {
+                debug!(
+                    attempt,
+                    "only the status changed under the undo; planning it again"
+                );
+            }
+            Attempt::StatusMoved => break,
+        }
+    }
+    (
+        ActResult::Failed(format!(
+            "the status of {} kept changing; the undo's precondition failed {UNDO_ATTEMPTS} times",
+            h.describe()
+        )),
+        detail,
+    )
+}
+
+/// Status writes (the controller's, every few seconds during a rollout)
+/// also change `resourceVersion`: a conflict that leaves the spec alone
+/// is planned again, this many times at most.
+const UNDO_ATTEMPTS: u32 = 5;
+
+enum Attempt {
+    Done(ActResult),
+    /// The precondition failed on a status write alone.
+    StatusMoved,
+}
+
+async fn undo_once(
+    h: &Handle,
+    order: &Order,
+    trigger: Trigger,
+    detail: &mut UndoDetail,
+) -> Attempt {
+    use Attempt::Done;
+    let budget = h.timeout;
     let (obj, history) = match read_observed(h, budget).await {
         Ok(r) => r,
         Err(e) if e.is_not_found() => {
-            return (
-                ActResult::Refused(format!("{} does not exist", h.describe())),
-                detail,
-            );
+            return Done(ActResult::Refused(format!(
+                "{} does not exist",
+                h.describe()
+            )));
         }
-        Err(e) => return (ActResult::Failed(e.to_string()), detail),
+        Err(e) => return Done(ActResult::Failed(e.to_string())),
     };
     // An undo sent before a restart (or whose answer was lost) is not sent again.
     if let Some(m) = Mark::of(&obj).filter(|m| m.rollback_id == order.rollback_id) {
         info!(rollback_id = %m.rollback_id, "the workload already carries this rollback; not patching again");
-        return (ActResult::Applied { to: Some(m.to) }, detail);
+        return Done(ActResult::Applied { to: Some(m.to) });
     }
     let Some(current) = obj.current(&history) else {
-        return (ActResult::Conflict, detail);
+        return Done(ActResult::Conflict);
     };
-    if current.number.to_string() != order.from {
-        info!(current = current.number, from = %order.from, "the target moved on before the undo; not patching");
-        return (ActResult::Conflict, detail);
+    // The workload and its history are two reads: a history with a
+    // newer revision than the workload named means a deploy landed
+    // between them.
+    let newest = history.iter().map(|e| e.number).max().unwrap_or(0);
+    if current.number.to_string() != order.from || newest > current.number {
+        info!(current = current.number, newest, from = %order.from, "the target moved on before the undo; not patching");
+        return Done(ActResult::Conflict);
     }
     detail.from_images = current.images();
     let chosen = match workload::choose(obj.kind(), obj.name(), &history, None, &order.avoid) {
         Ok(c) => c.clone(),
-        Err(r) => return (ActResult::Refused(r.message().to_owned()), detail),
+        Err(r) => return Done(ActResult::Refused(r.message().to_owned())),
     };
     detail.restored = Some(chosen.number);
     detail.to_images = chosen.images();
@@ -132,7 +175,7 @@ pub async fn undo(h: &Handle, order: &Order, trigger: Trigger) -> (ActResult, Un
     };
     let plan = match workload::plan(&obj, &history, Some(chosen.number), &order.avoid, &mark) {
         Ok(p) => p,
-        Err(r) => return (ActResult::Refused(r.message().to_owned()), detail),
+        Err(r) => return Done(ActResult::Refused(r.message().to_owned())),
     };
     info!(
         from = %order.from,
@@ -141,38 +184,33 @@ pub async fn undo(h: &Handle, order: &Order, trigger: Trigger) -> (ActResult, Un
         dry_run = order.dry_run,
         "patching the workload back to the previous revision"
     );
+    let applied = ActResult::Applied {
+        to: Some(to.to_string()),
+    };
     match h.patch(&plan.patch, order.dry_run, budget).await {
-        Ok(()) => (
-            ActResult::Applied {
-                to: Some(to.to_string()),
-            },
-            detail,
-        ),
+        Ok(()) => Done(applied),
         Err(e) if e.is_conflict() || e.transient => {
+            let Ok(now) = h.get(budget).await else {
+                return Done(ActResult::Failed(e.to_string()));
+            };
             // A lost answer may hide a patch that was applied: the mark says.
-            if !order.dry_run
-                && let Ok(now) = h.get(budget).await
-                && Mark::of(&now).is_some_and(|m| m.rollback_id == order.rollback_id)
+            if !order.dry_run && Mark::of(&now).is_some_and(|m| m.rollback_id == order.rollback_id)
             {
-                return (
-                    ActResult::Applied {
-                        to: Some(to.to_string()),
-                    },
-                    detail,
-                );
+                return Done(applied);
             }
-            if e.is_conflict() {
-                warn!(error = %e, "the workload changed between the re-read and the patch; not clobbering it");
-                (ActResult::Conflict, detail)
-            } else {
-                (ActResult::Failed(e.to_string()), detail)
+            let spec_unchanged =
+                now.meta().generation == obj.meta().generation && now.template() == obj.template();
+            if spec_unchanged {
+                return Attempt::StatusMoved;
             }
+            warn!(error = %e, "the workload's spec changed between the re-read and the patch; not clobbering it");
+            Done(ActResult::Conflict)
         }
-        Err(e) if e.is_not_found() => (
-            ActResult::Refused(format!("{} does not exist", h.describe())),
-            detail,
-        ),
-        Err(e) => (ActResult::Failed(e.to_string()), detail),
+        Err(e) if e.is_not_found() => Done(ActResult::Refused(format!(
+            "{} does not exist",
+            h.describe()
+        ))),
+        Err(e) => Done(ActResult::Failed(e.to_string())),
     }
 }
 

@@ -52,12 +52,14 @@ pub fn revision_of(e: &HistoryEntry, now: Millis) -> Revision {
             id: e.number.to_string(),
             since: now,
             origin: Origin::Rollback,
+            definite: true,
         }
     } else {
         Revision {
             id: e.number.to_string(),
             since: e.created.unwrap_or(now).min(now),
             origin: Origin::Rollout,
+            definite: true,
         }
     }
 }
