@@ -5,7 +5,10 @@
 
 pub mod api;
 pub mod cluster;
+pub mod controller;
 pub mod patch;
+pub mod resources;
+pub mod table;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
