@@ -1,22 +1,42 @@
-//! The simulated cluster's objects and its Deployment controller: a new
-//! pod template makes (or reuses) a ReplicaSet with the next revision, as
-//! the real controller does, and rollouts progress with time. An image whose
-//! name contains "bad" never becomes ready, so its rollout stalls and passes
-//! its progress deadline.
+//! The simulated cluster's store: every object, its resourceVersion and
+//! generation, and the API verbs on it as an API server applies them —
+//! admission (defaults, validation, server-owned fields), optimistic
+//! concurrency, dry-run — plus the bounded event history that watches
+//! resume from. The controllers that make objects move live in
+//! `controller`; both write through the same `store`, so every change is
+//! seen by watches.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-/// How long a good new ReplicaSet takes to become available.
+use super::resources::{
+    self, DAEMONSETS, DEPLOYMENTS, FieldSelector, Kind, LabelSelector, REPLICASETS, STATEFULSETS,
+};
+
+/// How long a good new pod takes to become ready.
 pub const READY_AFTER: Duration = Duration::from_millis(300);
 
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
+pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+pub const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
-const HASH_LABEL: &str = "pod-template-hash";
+/// The label a Deployment's ReplicaSets and pods carry.
+pub const HASH_LABEL: &str = "pod-template-hash";
+/// The label on StatefulSet and DaemonSet pods naming their revision (for
+/// a StatefulSet the ControllerRevision's name, for a DaemonSet its hash),
+/// and on a DaemonSet's ControllerRevisions.
+pub const CONTROLLER_REVISION_HASH: &str = "controller-revision-hash";
+/// The label on a StatefulSet's ControllerRevisions.
+pub const STS_REVISION_HASH: &str = "controller.kubernetes.io/hash";
+
+/// How many changes the event history keeps for resuming watches; older
+/// resourceVersions are answered with 410 Gone.
+pub const HISTORY_LIMIT: usize = 4096;
 
 /// An API error, rendered as a `Status` object.
 #[derive(Debug, Clone, PartialEq)]
@@ -35,6 +55,68 @@ impl ApiError {
         }
     }
 
+    pub fn bad_request(message: String) -> Self {
+        Self {
+            code: 400,
+            reason: "BadRequest",
+            message,
+        }
+    }
+
+    pub fn conflict(kind: &Kind, name: &str) -> Self {
+        Self {
+            code: 409,
+            reason: "Conflict",
+            message: format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+                kind.qualified()
+            ),
+        }
+    }
+
+    pub fn already_exists(kind: &Kind, name: &str) -> Self {
+        Self {
+            code: 409,
+            reason: "AlreadyExists",
+            message: format!("{} \"{name}\" already exists", kind.qualified()),
+        }
+    }
+
+    /// A 422, worded as the API server words field errors.
+    pub fn invalid(kind: &Kind, name: &str, errors: &[String]) -> Self {
+        let what = if kind.group.is_empty() {
+            kind.kind.to_owned()
+        } else {
+            format!("{}.{}", kind.kind, kind.group)
+        };
+        let list = if errors.len() == 1 {
+            errors[0].clone()
+        } else {
+            format!("[{}]", errors.join(", "))
+        };
+        Self {
+            code: 422,
+            reason: "Invalid",
+            message: format!("{what} \"{name}\" is invalid: {list}"),
+        }
+    }
+
+    pub fn gone(requested: u64, oldest: u64) -> Self {
+        Self {
+            code: 410,
+            reason: "Expired",
+            message: format!("too old resource version: {requested} ({oldest})"),
+        }
+    }
+
+    pub fn internal() -> Self {
+        Self {
+            code: 500,
+            reason: "InternalError",
+            message: "the simulator's state is unavailable".into(),
+        }
+    }
+
     pub fn status(&self) -> Value {
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                "message": self.message, "reason": self.reason, "code": self.code})
@@ -46,29 +128,77 @@ impl ApiError {
 pub struct Event {
     pub resource: &'static str,
     pub namespace: String,
+    /// `ADDED`, `MODIFIED` or `DELETED`.
     pub kind: &'static str,
     pub object: Value,
+    pub resource_version: u64,
 }
 
-type Key = (String, String);
+pub(crate) type Key = (String, String);
 
-struct Rollout {
-    started: Instant,
-    /// Pods of older revisions still serving when it started.
-    old_available: i64,
+/// What the simulator knows of a pod beyond its object.
+pub(crate) struct PodLife {
+    pub started: Instant,
 }
 
 #[derive(Default)]
-struct State {
-    resource_version: u64,
-    uid: u64,
-    deployments: BTreeMap<Key, Value>,
-    replicasets: BTreeMap<Key, Value>,
-    rollouts: BTreeMap<Key, Rollout>,
-    /// The image whose pods answer each workload's traffic.
-    serving: BTreeMap<Key, String>,
+pub(crate) struct State {
+    pub resource_version: u64,
+    pub uid: u64,
+    pub objects: BTreeMap<&'static str, BTreeMap<Key, Value>>,
+    /// When each Deployment's current rollout began (its progress deadline
+    /// counts from there).
+    pub rollouts: BTreeMap<Key, Instant>,
+    pub pods: BTreeMap<Key, PodLife>,
     /// Requests each workload has answered: (ok, errors).
-    traffic: BTreeMap<Key, (u64, u64)>,
+    pub traffic: BTreeMap<Key, (u64, u64)>,
+    pub ticks: u64,
+    pub history: VecDeque<Event>,
+    /// The newest resourceVersion no longer in `history`.
+    pub history_floor: u64,
+}
+
+impl State {
+    pub fn map(&self, kind: &Kind) -> Option<&BTreeMap<Key, Value>> {
+        self.objects.get(kind.resource)
+    }
+
+    pub fn object(&self, kind: &Kind, key: &Key) -> Option<&Value> {
+        self.map(kind).and_then(|m| m.get(key))
+    }
+
+    /// Objects of `kind` in `namespace` whose controller is `uid`.
+    pub fn owned_by(&self, kind: &Kind, namespace: &str, uid: &Value) -> Vec<Value> {
+        self.map(kind)
+            .map(|m| {
+                m.iter()
+                    .filter(|((ns, _), o)| ns == namespace && controller_uid(o) == Some(uid))
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub fn next_uid(&mut self, prefix: u16) -> String {
+        self.uid += 1;
+        format!("00000000-0000-0000-{prefix:04}-{:012}", self.uid)
+    }
+}
+
+/// The uid of an object's controller, from its owner references.
+pub fn controller_uid(o: &Value) -> Option<&Value> {
+    o["metadata"]["ownerReferences"]
+        .as_array()?
+        .iter()
+        .find(|r| r["controller"] == true)
+        .map(|r| &r["uid"])
+}
+
+pub fn key_of(o: &Value) -> Key {
+    (
+        o["metadata"]["namespace"].as_str().unwrap_or("").to_owned(),
+        o["metadata"]["name"].as_str().unwrap_or("").to_owned(),
+    )
 }
 
 /// Faults the API server injects, for tests of a client's resilience.
@@ -95,7 +225,7 @@ impl Default for Cluster {
     fn default() -> Self {
         Self {
             state: Mutex::default(),
-            events: broadcast::channel(1024).0,
+            events: broadcast::channel(HISTORY_LIMIT).0,
             faults: Mutex::default(),
         }
     }
@@ -106,20 +236,20 @@ pub fn degraded(image: &str) -> bool {
     image.contains("degraded")
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     jiff::Timestamp::now()
         .strftime("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
 
-/// A template as the controller compares it: without the hash label, and
+/// A template as the controller compares it: without the hash labels, and
 /// without the `null`s and `{}`s a client's round trip adds.
 pub fn normalize(template: &Value) -> Value {
     fn strip(v: &Value) -> Option<Value> {
         match v {
             Value::Null => None,
             Value::Object(m) => {
-                let out: serde_json::Map<String, Value> = m
+                let out: Map<String, Value> = m
                     .iter()
                     .filter_map(|(k, v)| strip(v).map(|v| (k.clone(), v)))
                     .collect();
@@ -139,29 +269,49 @@ pub fn normalize(template: &Value) -> Value {
     strip(&t).unwrap_or(Value::Null)
 }
 
-fn hash(template: &Value) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in template.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..10)
-        .map(|i| ALPHABET[((h >> (i * 6)) % ALPHABET.len() as u64) as usize] as char)
+/// The names the API server generates (`generateName`, pod and
+/// ReplicaSet suffixes) use this alphabet, which has no vowels so that no
+/// words are spelled.
+const SAFE: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+
+/// `rand.SafeEncodeString`: each byte mapped into the safe alphabet.
+pub fn safe_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| SAFE[b as usize % SAFE.len()] as char)
         .collect()
 }
 
-fn revision_of(rs: &Value) -> i64 {
-    rs.pointer(&format!(
-        "/metadata/annotations/{}",
-        REVISION.replace('/', "~1")
-    ))
-    .and_then(Value::as_str)
-    .and_then(|r| r.parse().ok())
-    .unwrap_or(0)
+/// FNV-1, 32 bits, as Go's `hash/fnv.New32`.
+pub fn fnv1_32(data: &[u8]) -> u32 {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in data {
+        h = h.wrapping_mul(0x0100_0193);
+        h ^= u32::from(*b);
+    }
+    h
 }
 
-fn images(template: &Value) -> Vec<String> {
+/// A StatefulSet ControllerRevision's hash: FNV-1 over its data and the
+/// collision count, as `history.HashControllerRevision` computes it.
+pub fn sts_revision_hash(data: &str, collision_count: i64) -> String {
+    let mut bytes = data.as_bytes().to_vec();
+    bytes.extend_from_slice(collision_count.to_string().as_bytes());
+    safe_encode(&fnv1_32(&bytes).to_string())
+}
+
+/// A template's hash, in the form the controllers put in names and labels.
+pub(crate) fn template_hash(template: &Value) -> String {
+    safe_encode(&fnv1_32(normalize(template).to_string().as_bytes()).to_string())
+}
+
+pub(crate) fn revision_of(rs: &Value) -> i64 {
+    rs["metadata"]["annotations"][REVISION]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+pub(crate) fn images(template: &Value) -> Vec<String> {
     template
         .pointer("/spec/containers")
         .and_then(Value::as_array)
@@ -178,31 +328,834 @@ pub fn never_ready(template: &Value) -> bool {
     images(template).iter().any(|i| i.contains("bad"))
 }
 
+/// The server's defaults for a pod spec, as a v1.32 API server applies
+/// them (the ones that show in `kubectl get -o yaml`).
+fn default_pod_spec(spec: &mut Value) {
+    let Some(m) = spec.as_object_mut() else {
+        return;
+    };
+    for (k, v) in [
+        ("restartPolicy", json!("Always")),
+        ("terminationGracePeriodSeconds", json!(30)),
+        ("dnsPolicy", json!("ClusterFirst")),
+        ("securityContext", json!({})),
+        ("schedulerName", json!("default-scheduler")),
+    ] {
+        if m.get(k).is_none_or(Value::is_null) {
+            m.insert(k.to_owned(), v);
+        }
+    }
+    for list in ["containers", "initContainers"] {
+        for c in m
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .map(|a| a.iter_mut())
+            .into_iter()
+            .flatten()
+        {
+            let Some(c) = c.as_object_mut() else { continue };
+            let image = c.get("image").and_then(Value::as_str).unwrap_or("");
+            let last = image.rsplit('/').next().unwrap_or("");
+            let pull = if image.contains('@')
+                || last.split_once(':').is_some_and(|(_, t)| t != "latest")
+            {
+                "IfNotPresent"
+            } else {
+                "Always"
+            };
+            for (k, v) in [
+                ("imagePullPolicy", json!(pull)),
+                ("terminationMessagePath", json!("/dev/termination-log")),
+                ("terminationMessagePolicy", json!("File")),
+                ("resources", json!({})),
+            ] {
+                if c.get(k).is_none_or(Value::is_null) {
+                    c.insert(k.to_owned(), v);
+                }
+            }
+            for p in c
+                .get_mut("ports")
+                .and_then(Value::as_array_mut)
+                .map(|a| a.iter_mut())
+                .into_iter()
+                .flatten()
+            {
+                if p.get("protocol").is_none() {
+                    p["protocol"] = json!("TCP");
+                }
+            }
+        }
+    }
+}
+
+/// Drops `null`s, and the empty maps Go's `omitempty` drops, so that a
+/// stored template is what a Go client's decode and re-encode gives back:
+/// the ControllerRevision `data` is compared to that byte for byte.
+fn canonical(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, v| {
+                !(v.is_null()
+                    || (matches!(k.as_str(), "labels" | "annotations" | "nodeSelector")
+                        && v.as_object().is_some_and(Map::is_empty))
+                    || v.as_array().is_some_and(Vec::is_empty)
+                    || v.as_str() == Some(""))
+            });
+            m.values_mut().for_each(canonical);
+        }
+        Value::Array(a) => a.iter_mut().for_each(canonical),
+        _ => {}
+    }
+}
+
+/// A pod template as the API server stores it: defaulted, and with the
+/// `creationTimestamp: null` a v1.32 server writes into every template.
+pub(crate) fn canonical_template(template: &mut Value) {
+    if !template.is_object() {
+        return;
+    }
+    canonical(template);
+    if !template["spec"].is_object() {
+        template["spec"] = json!({});
+    }
+    default_pod_spec(&mut template["spec"]);
+    if !template["metadata"].is_object() {
+        template["metadata"] = json!({});
+    }
+    template["metadata"]["creationTimestamp"] = Value::Null;
+}
+
+fn set_default(v: &mut Value, pointer: &str, default: Value) {
+    let mut parts: Vec<&str> = pointer.trim_start_matches('/').split('/').collect();
+    let Some(last) = parts.pop() else { return };
+    let mut cur = v;
+    for p in parts {
+        if !cur[p].is_object() {
+            cur[p] = json!({});
+        }
+        cur = &mut cur[p];
+    }
+    if cur.get(last).is_none_or(Value::is_null) {
+        cur[last] = default;
+    }
+}
+
+/// The defaults the API server fills into a new or updated object.
+fn apply_defaults(kind: &Kind, o: &mut Value) {
+    match kind.resource {
+        "deployments" => {
+            set_default(o, "/spec/replicas", json!(1));
+            set_default(o, "/spec/revisionHistoryLimit", json!(10));
+            set_default(o, "/spec/progressDeadlineSeconds", json!(600));
+            set_default(o, "/spec/strategy/type", json!("RollingUpdate"));
+            if o["spec"]["strategy"]["type"] == "RollingUpdate" {
+                set_default(o, "/spec/strategy/rollingUpdate/maxSurge", json!("25%"));
+                set_default(
+                    o,
+                    "/spec/strategy/rollingUpdate/maxUnavailable",
+                    json!("25%"),
+                );
+            }
+        }
+        "replicasets" => set_default(o, "/spec/replicas", json!(1)),
+        "statefulsets" => {
+            set_default(o, "/spec/replicas", json!(1));
+            set_default(o, "/spec/revisionHistoryLimit", json!(10));
+            set_default(o, "/spec/podManagementPolicy", json!("OrderedReady"));
+            set_default(o, "/spec/updateStrategy/type", json!("RollingUpdate"));
+            if o["spec"]["updateStrategy"]["type"] == "RollingUpdate" {
+                set_default(o, "/spec/updateStrategy/rollingUpdate/partition", json!(0));
+            }
+            set_default(
+                o,
+                "/spec/persistentVolumeClaimRetentionPolicy",
+                json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+            );
+        }
+        "daemonsets" => {
+            set_default(o, "/spec/revisionHistoryLimit", json!(10));
+            set_default(o, "/spec/updateStrategy/type", json!("RollingUpdate"));
+            if o["spec"]["updateStrategy"]["type"] == "RollingUpdate" {
+                set_default(
+                    o,
+                    "/spec/updateStrategy/rollingUpdate/maxUnavailable",
+                    json!(1),
+                );
+                set_default(o, "/spec/updateStrategy/rollingUpdate/maxSurge", json!(0));
+            }
+        }
+        "pods" => default_pod_spec(&mut o["spec"]),
+        "events" => {
+            set_default(o, "/type", json!("Normal"));
+            set_default(o, "/count", json!(1));
+        }
+        _ => {}
+    }
+    if o["spec"]["template"].is_object() {
+        canonical_template(&mut o["spec"]["template"]);
+    }
+}
+
+/// Checks an object as the kind's strategy would, naming each bad field.
+fn validate(kind: &Kind, o: &Value, old: Option<&Value>) -> Vec<String> {
+    let mut errors = Vec::new();
+    let name = o["metadata"]["name"].as_str().unwrap_or("");
+    if name.is_empty() {
+        errors.push("metadata.name: Required value: name or generateName is required".into());
+    } else if name.len() > 253
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        || name.starts_with(['-', '.'])
+        || name.ends_with(['-', '.'])
+    {
+        errors.push(format!(
+            "metadata.name: Invalid value: {name:?}: a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character"
+        ));
+    }
+    let containers = |pointer: &str, errors: &mut Vec<String>| {
+        let path = pointer.trim_start_matches('/').replace('/', ".");
+        match o.pointer(pointer).and_then(Value::as_array) {
+            Some(cs) if !cs.is_empty() => {
+                for (i, c) in cs.iter().enumerate() {
+                    for field in ["name", "image"] {
+                        if c[field].as_str().is_none_or(str::is_empty) {
+                            errors.push(format!("{path}[{i}].{field}: Required value"));
+                        }
+                    }
+                }
+            }
+            _ => errors.push(format!("{path}: Required value")),
+        }
+    };
+    match kind.resource {
+        "deployments" | "replicasets" | "statefulsets" | "daemonsets" => {
+            let selector = &o["spec"]["selector"];
+            let empty = selector["matchLabels"]
+                .as_object()
+                .is_none_or(Map::is_empty)
+                && selector["matchExpressions"]
+                    .as_array()
+                    .is_none_or(Vec::is_empty);
+            if empty {
+                errors.push("spec.selector: Required value".into());
+            } else if !LabelSelector::from_spec(selector)
+                .matches(&o["spec"]["template"]["metadata"]["labels"])
+            {
+                errors.push(format!(
+                    "spec.template.metadata.labels: Invalid value: {}: `selector` does not match template `labels`",
+                    o["spec"]["template"]["metadata"]["labels"]
+                ));
+            }
+            if let Some(old) = old
+                && kind.resource != "replicasets"
+                && old["spec"]["selector"] != *selector
+            {
+                errors.push(format!(
+                    "spec.selector: Invalid value: {selector}: field is immutable"
+                ));
+            }
+            if o["spec"]["replicas"].as_i64().is_some_and(|r| r < 0) {
+                errors.push(format!(
+                    "spec.replicas: Invalid value: {}: must be greater than or equal to 0",
+                    o["spec"]["replicas"]
+                ));
+            }
+            containers("/spec/template/spec/containers", &mut errors);
+        }
+        "pods" => containers("/spec/containers", &mut errors),
+        "events" if o["involvedObject"].as_object().is_none() => {
+            errors.push("involvedObject: Required value".into());
+        }
+        _ => {}
+    }
+    errors
+}
+
+/// Decodes into the matching Kubernetes type, as the API server's decoder
+/// would: a field of the wrong type is a 400.
+fn check_types(kind: &Kind, o: &Value) -> Result<(), ApiError> {
+    use k8s_openapi::api::{apps::v1 as apps, coordination::v1 as coord, core::v1 as core};
+    fn decode<T: serde::de::DeserializeOwned>(o: &Value) -> Result<(), ApiError> {
+        T::deserialize(o)
+            .map(drop)
+            .map_err(|e| ApiError::bad_request(format!("the object could not be decoded: {e}")))
+    }
+    match kind.resource {
+        "deployments" => decode::<apps::Deployment>(o),
+        "replicasets" => decode::<apps::ReplicaSet>(o),
+        "statefulsets" => decode::<apps::StatefulSet>(o),
+        "daemonsets" => decode::<apps::DaemonSet>(o),
+        "controllerrevisions" => decode::<apps::ControllerRevision>(o),
+        "pods" => decode::<core::Pod>(o),
+        "events" => decode::<core::Event>(o),
+        "leases" => decode::<coord::Lease>(o),
+        _ => Ok(()),
+    }
+}
+
+/// The object a Go client gets back for `Table` requests' rows.
+pub fn partial_metadata(o: &Value) -> Value {
+    json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": o["metadata"]})
+}
+
+/// What a watch starts with: the events it must send first, and the live
+/// ones after them.
+pub struct Watch {
+    pub backlog: Vec<Event>,
+    pub live: broadcast::Receiver<Event>,
+    /// The resourceVersion the watch starts at.
+    pub resource_version: u64,
+}
+
 impl Cluster {
+    pub(crate) fn lock(&self) -> Result<MutexGuard<'_, State>, ApiError> {
+        self.state.lock().map_err(|_| ApiError::internal())
+    }
+
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
-    fn emit(&self, resource: &'static str, kind: &'static str, object: &Value) {
-        let namespace = object["metadata"]["namespace"]
-            .as_str()
-            .unwrap_or("")
-            .to_owned();
-        let _ = self.events.send(Event {
-            resource,
-            namespace,
-            kind,
-            object: object.clone(),
-        });
-    }
-
-    fn bump(state: &mut State, obj: &mut Value) {
-        state.resource_version += 1;
-        obj["metadata"]["resourceVersion"] = state.resource_version.to_string().into();
-    }
-
     pub fn resource_version(&self) -> u64 {
         self.state.lock().map(|s| s.resource_version).unwrap_or(0)
+    }
+
+    fn emit(&self, s: &mut State, kind: &'static Kind, event: &'static str, object: &Value) {
+        let e = Event {
+            resource: kind.resource,
+            namespace: object["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned(),
+            kind: event,
+            object: object.clone(),
+            resource_version: s.resource_version,
+        };
+        s.history.push_back(e.clone());
+        while s.history.len() > HISTORY_LIMIT {
+            if let Some(old) = s.history.pop_front() {
+                s.history_floor = old.resource_version;
+            }
+        }
+        let _ = self.events.send(e);
+    }
+
+    /// Writes an object as is (the caller has admitted it), with the next
+    /// resourceVersion and, for kinds that have one, the generation its
+    /// spec change calls for; tells the watches.
+    pub(crate) fn store(&self, s: &mut State, kind: &'static Kind, mut obj: Value) -> Value {
+        let key = key_of(&obj);
+        let old = s.object(kind, &key);
+        if kind.has_generation {
+            let generation = match old {
+                Some(old) => {
+                    let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                    if old["spec"] == obj["spec"] { g } else { g + 1 }
+                }
+                None => 1,
+            };
+            obj["metadata"]["generation"] = generation.into();
+        }
+        let event = if old.is_some() { "MODIFIED" } else { "ADDED" };
+        s.resource_version += 1;
+        obj["metadata"]["resourceVersion"] = s.resource_version.to_string().into();
+        s.objects
+            .entry(kind.resource)
+            .or_default()
+            .insert(key, obj.clone());
+        self.emit(s, kind, event, &obj);
+        obj
+    }
+
+    /// Stores `obj` only if it differs from what is stored, so that a
+    /// controller that finds nothing to do sends no events.
+    pub(crate) fn store_if_changed(&self, s: &mut State, kind: &'static Kind, obj: Value) -> Value {
+        let key = key_of(&obj);
+        if let Some(old) = s.object(kind, &key) {
+            let mut a = old.clone();
+            let mut b = obj.clone();
+            for v in [&mut a, &mut b] {
+                if let Some(m) = v["metadata"].as_object_mut() {
+                    m.remove("resourceVersion");
+                    m.remove("generation");
+                }
+            }
+            if a == b {
+                return old.clone();
+            }
+        }
+        self.store(s, kind, obj)
+    }
+
+    /// Removes an object and, as the garbage collector would, everything
+    /// it controls.
+    pub(crate) fn remove(&self, s: &mut State, kind: &'static Kind, key: &Key) -> Option<Value> {
+        let mut obj = s.objects.get_mut(kind.resource)?.remove(key)?;
+        s.resource_version += 1;
+        obj["metadata"]["resourceVersion"] = s.resource_version.to_string().into();
+        if kind.resource == "pods" {
+            s.pods.remove(key);
+        }
+        self.emit(s, kind, "DELETED", &obj);
+        let uid = obj["metadata"]["uid"].clone();
+        for dependent in resources::KINDS {
+            for o in s.owned_by(dependent, &key.0, &uid) {
+                self.remove(s, dependent, &key_of(&o));
+            }
+        }
+        Some(obj)
+    }
+
+    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
+        let kind = resources::by_resource(resource)?;
+        let s = self.state.lock().ok()?;
+        s.object(kind, &(namespace.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Objects of a namespace matching a label selector and, optionally, a
+    /// name. A selector that does not parse matches nothing.
+    pub fn list(
+        &self,
+        resource: &str,
+        namespace: &str,
+        selector: Option<&str>,
+        name: Option<&str>,
+    ) -> (Vec<Value>, u64) {
+        let (Some(kind), Ok(labels)) = (
+            resources::by_resource(resource),
+            LabelSelector::parse(selector.unwrap_or("")),
+        ) else {
+            return (Vec::new(), self.resource_version());
+        };
+        let fields = name
+            .map(|n| FieldSelector::parse(&format!("metadata.name={n}")))
+            .transpose()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.list_objects(kind, Some(namespace), &labels, &fields)
+            .unwrap_or_default()
+    }
+
+    /// A list, as the API serves it: the matching objects and the
+    /// resourceVersion it is current at.
+    pub fn list_objects(
+        &self,
+        kind: &Kind,
+        namespace: Option<&str>,
+        labels: &LabelSelector,
+        fields: &FieldSelector,
+    ) -> Result<(Vec<Value>, u64), ApiError> {
+        let s = self.lock()?;
+        let items = s
+            .map(kind)
+            .map(|m| {
+                m.iter()
+                    .filter(|((ns, _), o)| {
+                        namespace.is_none_or(|n| n == ns)
+                            && labels.matches(&o["metadata"]["labels"])
+                            && fields.matches(o)
+                    })
+                    .map(|(_, o)| o.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok((items, s.resource_version))
+    }
+
+    pub fn read(&self, kind: &Kind, namespace: &str, name: &str) -> Result<Value, ApiError> {
+        let s = self.lock()?;
+        s.object(kind, &(namespace.to_owned(), name.to_owned()))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&kind.qualified(), name))
+    }
+
+    /// What an API write makes of `new`: server-owned fields kept from
+    /// `old` (or set, on create), defaults, validation.
+    fn admit(
+        &self,
+        s: &mut State,
+        kind: &'static Kind,
+        namespace: &str,
+        old: Option<&Value>,
+        mut new: Value,
+    ) -> Result<Value, ApiError> {
+        if !new.is_object() {
+            return Err(ApiError::bad_request(
+                "the body of the request was not a JSON object".into(),
+            ));
+        }
+        let api_version = kind.api_version();
+        if let Some(v) = new["apiVersion"].as_str()
+            && v != api_version
+        {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )));
+        }
+        if let Some(k) = new["kind"].as_str()
+            && k != kind.kind
+        {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                kind.kind
+            )));
+        }
+        new["apiVersion"] = api_version.into();
+        new["kind"] = kind.kind.into();
+        if !new["metadata"].is_object() {
+            new["metadata"] = json!({});
+        }
+        match new["metadata"]["namespace"].as_str() {
+            Some(ns) if !ns.is_empty() && ns != namespace => {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request".into(),
+                ));
+            }
+            _ => new["metadata"]["namespace"] = namespace.into(),
+        }
+        check_types(kind, &new)?;
+        let meta = new["metadata"]
+            .as_object_mut()
+            .ok_or_else(ApiError::internal)?;
+        meta.remove("resourceVersion");
+        meta.remove("generation");
+        match old {
+            Some(old) => {
+                for field in ["uid", "creationTimestamp", "generation"] {
+                    match old["metadata"].get(field) {
+                        Some(v) => meta.insert(field.to_owned(), v.clone()),
+                        None => meta.remove(field),
+                    };
+                }
+                if kind.status_subresource {
+                    match old.get("status") {
+                        Some(st) => new["status"] = st.clone(),
+                        None => {
+                            if let Some(m) = new.as_object_mut() {
+                                m.remove("status");
+                            }
+                        }
+                    }
+                }
+            }
+            None => {
+                if meta
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+                    && let Some(prefix) = meta.get("generateName").and_then(Value::as_str)
+                {
+                    let suffix = safe_encode(&format!("{}{}", s.uid, s.resource_version));
+                    let name = format!("{prefix}{}", &suffix[..suffix.len().min(5)]);
+                    meta.insert("name".into(), name.into());
+                }
+                let uid = s.next_uid(0);
+                meta.insert("uid".into(), uid.into());
+                meta.insert("creationTimestamp".into(), now_rfc3339().into());
+                if kind.status_subresource {
+                    new["status"] = if kind.resource == "pods" {
+                        json!({"phase": "Pending", "qosClass": "BestEffort"})
+                    } else {
+                        json!({})
+                    };
+                }
+            }
+        }
+        apply_defaults(kind, &mut new);
+        let name = new["metadata"]["name"].as_str().unwrap_or("").to_owned();
+        let errors = validate(kind, &new, old);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(kind, &name, &errors));
+        }
+        if kind.has_generation {
+            let generation = match old {
+                Some(old) => {
+                    let g = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                    if old["spec"] == new["spec"] { g } else { g + 1 }
+                }
+                None => 1,
+            };
+            new["metadata"]["generation"] = generation.into();
+        }
+        Ok(new)
+    }
+
+    /// POST: a new object. With `dry_run`, only what it would be.
+    pub fn create(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        body: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut s = self.lock()?;
+        let new = self.admit(&mut s, kind, namespace, None, body)?;
+        let key = key_of(&new);
+        if s.object(kind, &key).is_some() {
+            return Err(ApiError::already_exists(kind, &key.1));
+        }
+        if dry_run {
+            return Ok(new);
+        }
+        if kind.resource == "pods" {
+            s.pods.insert(
+                key.clone(),
+                PodLife {
+                    started: Instant::now(),
+                },
+            );
+        }
+        Ok(self.store(&mut s, kind, new))
+    }
+
+    /// PUT: replaces an object. A `metadata.resourceVersion` in the body
+    /// that is not the stored one is a conflict; none means "whatever is
+    /// stored", as the API server allows.
+    pub fn update(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        body: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut s = self.lock()?;
+        let key = (namespace.to_owned(), name.to_owned());
+        let current = s
+            .object(kind, &key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&kind.qualified(), name))?;
+        if let Some(n) = body["metadata"]["name"].as_str()
+            && n != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        let wanted = &body["metadata"]["resourceVersion"];
+        if wanted.as_str().is_some_and(|rv| !rv.is_empty())
+            && *wanted != current["metadata"]["resourceVersion"]
+        {
+            return Err(ApiError::conflict(kind, name));
+        }
+        let mut body = body;
+        body["metadata"]["name"] = name.into();
+        let new = self.admit(&mut s, kind, namespace, Some(&current), body)?;
+        self.finish_write(&mut s, kind, current, new, dry_run)
+    }
+
+    fn finish_write(
+        &self,
+        s: &mut State,
+        kind: &'static Kind,
+        current: Value,
+        mut new: Value,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        if dry_run {
+            new["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"].clone();
+            return Ok(new);
+        }
+        Ok(self.store(s, kind, new))
+    }
+
+    /// PATCH (JSON, merge or strategic merge). A `metadata.resourceVersion`
+    /// in the result that differs from the stored one is a conflict, as on
+    /// a real API server.
+    pub fn patch(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut s = self.lock()?;
+        let key = (namespace.to_owned(), name.to_owned());
+        let current = s
+            .object(kind, &key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&kind.qualified(), name))?;
+        let mut next = current.clone();
+        super::patch::apply(&mut next, content_type, body).map_err(|e| match e {
+            super::patch::PatchError::Type(t) => ApiError {
+                code: 415,
+                reason: "UnsupportedMediaType",
+                message: format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {t:?})"),
+            },
+            other => ApiError {
+                code: 422,
+                reason: "Invalid",
+                message: other.to_string(),
+            },
+        })?;
+        if next["metadata"]["resourceVersion"] != current["metadata"]["resourceVersion"] {
+            return Err(ApiError::conflict(kind, name));
+        }
+        if next["metadata"]["name"] != current["metadata"]["name"] {
+            return Err(ApiError::invalid(
+                kind,
+                name,
+                &["metadata.name: Invalid value: the name of an object cannot change".into()],
+            ));
+        }
+        let new = self.admit(&mut s, kind, namespace, Some(&current), next)?;
+        self.finish_write(&mut s, kind, current, new, dry_run)
+    }
+
+    /// Applies a patch to a Deployment (or, with `dry_run`, only says what
+    /// it would become).
+    pub fn patch_deployment(
+        &self,
+        namespace: &str,
+        name: &str,
+        content_type: &str,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        self.patch(&DEPLOYMENTS, namespace, name, content_type, body, dry_run)
+    }
+
+    /// DELETE: the object, as it was last; what it controls goes with it.
+    pub fn delete(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut s = self.lock()?;
+        let key = (namespace.to_owned(), name.to_owned());
+        if dry_run {
+            return s
+                .object(kind, &key)
+                .cloned()
+                .ok_or_else(|| ApiError::not_found(&kind.qualified(), name));
+        }
+        self.remove(&mut s, kind, &key)
+            .ok_or_else(|| ApiError::not_found(&kind.qualified(), name))
+    }
+
+    /// The `status` subresource: writes that change nothing but status.
+    pub fn write_status(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut s = self.lock()?;
+        let key = (namespace.to_owned(), name.to_owned());
+        let current = s
+            .object(kind, &key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&kind.qualified(), name))?;
+        let incoming = match content_type {
+            Some(ct) => {
+                let mut next = current.clone();
+                super::patch::apply(&mut next, ct, body).map_err(|e| ApiError {
+                    code: 422,
+                    reason: "Invalid",
+                    message: e.to_string(),
+                })?;
+                next
+            }
+            None => serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?,
+        };
+        let wanted = &incoming["metadata"]["resourceVersion"];
+        if wanted.as_str().is_some_and(|rv| !rv.is_empty())
+            && *wanted != current["metadata"]["resourceVersion"]
+        {
+            return Err(ApiError::conflict(kind, name));
+        }
+        let mut new = current.clone();
+        new["status"] = incoming["status"].clone();
+        check_types(kind, &new)?;
+        self.finish_write(&mut s, kind, current, new, dry_run)
+    }
+
+    /// Sets `spec.replicas` through the scale subresource; `expected` is
+    /// the resourceVersion a PUT of the Scale carried, if any.
+    pub fn scale(
+        &self,
+        kind: &'static Kind,
+        namespace: &str,
+        name: &str,
+        replicas: i64,
+        expected: Option<&str>,
+        dry_run: bool,
+    ) -> Result<Value, ApiError> {
+        let mut s = self.lock()?;
+        let key = (namespace.to_owned(), name.to_owned());
+        let current = s
+            .object(kind, &key)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&kind.qualified(), name))?;
+        if expected.is_some_and(|rv| !rv.is_empty() && current["metadata"]["resourceVersion"] != rv)
+        {
+            return Err(ApiError::conflict(kind, name));
+        }
+        let mut next = current.clone();
+        next["spec"]["replicas"] = replicas.into();
+        let new = self.admit(&mut s, kind, namespace, Some(&current), next)?;
+        self.finish_write(&mut s, kind, current, new, dry_run)
+    }
+
+    /// Starts a watch of `kind`: from `since` (replaying the history after
+    /// it, or 410 Gone if that is no longer kept), or, without one, from
+    /// the current state as synthetic ADDED events, as the API server does
+    /// for a watch without a resourceVersion (or with "0").
+    pub fn watch(
+        &self,
+        kind: &'static Kind,
+        namespace: Option<&str>,
+        since: Option<u64>,
+    ) -> Result<Watch, ApiError> {
+        let s = self.lock()?;
+        // Subscribed under the lock: no change can fall between the
+        // backlog and the live events.
+        let live = self.events.subscribe();
+        let backlog = match since {
+            Some(rv) if rv < s.history_floor => {
+                return Err(ApiError::gone(rv, s.history_floor + 1));
+            }
+            Some(rv) => s
+                .history
+                .iter()
+                .filter(|e| e.resource_version > rv && e.resource == kind.resource)
+                .cloned()
+                .collect(),
+            None => s
+                .map(kind)
+                .map(|m| {
+                    m.iter()
+                        .filter(|((ns, _), _)| namespace.is_none_or(|n| n == ns))
+                        .map(|((ns, _), o)| Event {
+                            resource: kind.resource,
+                            namespace: ns.clone(),
+                            kind: "ADDED",
+                            object: o.clone(),
+                            resource_version: o["metadata"]["resourceVersion"]
+                                .as_str()
+                                .and_then(|v| v.parse().ok())
+                                .unwrap_or(0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        Ok(Watch {
+            backlog,
+            live,
+            resource_version: s.resource_version,
+        })
     }
 
     /// Creates a Deployment with one container.
@@ -214,405 +1167,131 @@ impl Cluster {
         replicas: i64,
         progress_deadline_seconds: i64,
     ) -> Value {
-        let Ok(mut s) = self.state.lock() else {
-            return Value::Null;
-        };
-        s.uid += 1;
-        let mut d = json!({
+        let d = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace, "uid": format!("00000000-0000-0000-0000-{:012}", s.uid),
-                         "generation": 1, "creationTimestamp": now_rfc3339(), "labels": {"app": name}, "annotations": {}},
-            "spec": {"replicas": replicas, "progressDeadlineSeconds": progress_deadline_seconds, "revisionHistoryLimit": 10,
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "spec": {"replicas": replicas, "progressDeadlineSeconds": progress_deadline_seconds,
                      "selector": {"matchLabels": {"app": name}},
-                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}},
                      "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": name, "image": image}]}}},
-            "status": {}
+                                  "spec": {"containers": [{"name": name, "image": image}]}}}
         });
-        Self::bump(&mut s, &mut d);
-        let key = (namespace.to_owned(), name.to_owned());
-        s.deployments.insert(key.clone(), d);
-        self.reconcile(&mut s, &key);
-        s.deployments.get(&key).cloned().unwrap_or(Value::Null)
+        self.create(&DEPLOYMENTS, namespace, d, false)
+            .unwrap_or(Value::Null)
     }
 
-    pub fn get(&self, resource: &str, namespace: &str, name: &str) -> Option<Value> {
-        let s = self.state.lock().ok()?;
-        let key = (namespace.to_owned(), name.to_owned());
-        match resource {
-            "deployments" => s.deployments.get(&key).cloned(),
-            "replicasets" => s.replicasets.get(&key).cloned(),
-            _ => None,
-        }
-    }
-
-    /// Objects of a namespace matching an equality label selector
-    /// (`a=b,c=d`) and, optionally, a name.
-    pub fn list(
-        &self,
-        resource: &str,
-        namespace: &str,
-        selector: Option<&str>,
-        name: Option<&str>,
-    ) -> (Vec<Value>, u64) {
-        let Ok(s) = self.state.lock() else {
-            return (Vec::new(), 0);
-        };
-        let map = match resource {
-            "deployments" => &s.deployments,
-            _ => &s.replicasets,
-        };
-        let wanted: Vec<(&str, &str)> = selector
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|p| p.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim()))
-            .collect();
-        let items = map
-            .iter()
-            .filter(|((ns, n), _)| ns == namespace && name.is_none_or(|w| w == n))
-            .filter(|(_, o)| {
-                wanted
-                    .iter()
-                    .all(|(k, v)| o["metadata"]["labels"][k].as_str() == Some(v))
-            })
-            .map(|(_, o)| o.clone())
-            .collect();
-        (items, s.resource_version)
-    }
-
-    /// Applies a patch to a Deployment (or, with `dry_run`, only says what
-    /// it would become). A `metadata.resourceVersion` in the result that
-    /// differs from the stored one is a conflict, as on a real API server.
-    pub fn patch_deployment(
+    /// Creates a StatefulSet with one container (rolling updates,
+    /// partition 0, ordered pod management: the defaults).
+    pub fn create_statefulset(
         &self,
         namespace: &str,
         name: &str,
-        content_type: &str,
-        body: &[u8],
-        dry_run: bool,
+        image: &str,
+        replicas: i64,
     ) -> Result<Value, ApiError> {
-        let Ok(mut s) = self.state.lock() else {
-            return Err(ApiError {
-                code: 500,
-                reason: "InternalError",
-                message: "state poisoned".into(),
-            });
-        };
-        let key = (namespace.to_owned(), name.to_owned());
-        let current = s
-            .deployments
-            .get(&key)
-            .cloned()
-            .ok_or_else(|| ApiError::not_found("deployments.apps", name))?;
-        let mut next = current.clone();
-        super::patch::apply(&mut next, content_type, body).map_err(|e| ApiError {
-            code: 422,
-            reason: "Invalid",
-            message: e.to_string(),
-        })?;
-        let wanted_rv = next["metadata"]["resourceVersion"].clone();
-        if wanted_rv != current["metadata"]["resourceVersion"] {
-            return Err(ApiError {
-                code: 409,
-                reason: "Conflict",
-                message: format!(
-                    "Operation cannot be fulfilled on deployments.apps \"{name}\": the object has been modified; please apply your changes to the latest version and try again"
-                ),
-            });
-        }
-        if next["spec"] != current["spec"] {
-            let g = current["metadata"]["generation"].as_i64().unwrap_or(1);
-            next["metadata"]["generation"] = (g + 1).into();
-        }
-        if dry_run {
-            return Ok(next);
-        }
-        Self::bump(&mut s, &mut next);
-        s.deployments.insert(key.clone(), next);
-        self.reconcile(&mut s, &key);
-        let d = s.deployments.get(&key).cloned().unwrap_or(Value::Null);
-        self.emit("deployments", "MODIFIED", &d);
-        Ok(d)
-    }
-
-    /// The Deployment controller's reaction to a spec change.
-    fn reconcile(&self, s: &mut State, key: &Key) {
-        let Some(mut d) = s.deployments.get(key).cloned() else {
-            return;
-        };
-        let uid = d["metadata"]["uid"].clone();
-        let paused = d["spec"]["paused"].as_bool().unwrap_or(false);
-        let owned: Vec<Key> = s
-            .replicasets
-            .iter()
-            .filter(|((ns, _), rs)| {
-                *ns == key.0 && rs["metadata"]["ownerReferences"][0]["uid"] == uid
-            })
-            .map(|(k, _)| k.clone())
-            .collect();
-        let max_rev = owned
-            .iter()
-            .filter_map(|k| s.replicasets.get(k))
-            .map(revision_of)
-            .max()
-            .unwrap_or(0);
-        let template = normalize(&d["spec"]["template"]);
-        let matching = owned
-            .iter()
-            .find(|k| {
-                s.replicasets
-                    .get(*k)
-                    .is_some_and(|rs| normalize(&rs["spec"]["template"]) == template)
-            })
-            .cloned();
-        let mut changed_rs = Vec::new();
-        if !paused {
-            let cause = d["metadata"]["annotations"][CHANGE_CAUSE].clone();
-            let newest = match matching {
-                Some(k) => {
-                    let rs = s.replicasets.get_mut(&k).map(|rs| {
-                        if revision_of(rs) != max_rev {
-                            // A rollback to this template: the ReplicaSet is
-                            // reused and renumbered, as the real controller does.
-                            rs["metadata"]["annotations"][REVISION] =
-                                (max_rev + 1).to_string().into();
-                            Some(rs.clone())
-                        } else {
-                            None
-                        }
-                    });
-                    if let Some(Some(rs)) = rs {
-                        changed_rs.push(k.clone());
-                        let _ = rs;
-                    }
-                    k
-                }
-                None => {
-                    let h = hash(&template);
-                    let mut t = d["spec"]["template"].clone();
-                    t["metadata"]["labels"][HASH_LABEL] = h.clone().into();
-                    let mut selector = d["spec"]["selector"].clone();
-                    selector["matchLabels"][HASH_LABEL] = h.clone().into();
-                    let mut labels = t["metadata"]["labels"].clone();
-                    labels[HASH_LABEL] = h.clone().into();
-                    s.uid += 1;
-                    let rs_name = format!("{}-{h}", key.1);
-                    let rs = json!({
-                        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-                        "metadata": {"name": rs_name, "namespace": key.0, "uid": format!("00000000-0000-0000-0001-{:012}", s.uid),
-                                     "labels": labels, "creationTimestamp": now_rfc3339(),
-                                     "annotations": {REVISION: (max_rev + 1).to_string()},
-                                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": key.1,
-                                                          "uid": uid, "controller": true, "blockOwnerDeletion": true}]},
-                        "spec": {"replicas": d["spec"]["replicas"], "selector": selector, "template": t},
-                        "status": {"replicas": 0, "readyReplicas": 0, "availableReplicas": 0}
-                    });
-                    let k = (key.0.clone(), rs_name);
-                    s.replicasets.insert(k.clone(), rs);
-                    changed_rs.push(k.clone());
-                    k
-                }
-            };
-            if let Some(rs) = s.replicasets.get_mut(&newest) {
-                if !cause.is_null() {
-                    rs["metadata"]["annotations"][CHANGE_CAUSE] = cause;
-                }
-                let rev = revision_of(rs);
-                d["metadata"]["annotations"][REVISION] = rev.to_string().into();
-            }
-            if !changed_rs.is_empty() {
-                let old_available = d["status"]["availableReplicas"].as_i64().unwrap_or(0);
-                s.rollouts.insert(
-                    key.clone(),
-                    Rollout {
-                        started: Instant::now(),
-                        old_available,
-                    },
-                );
-            }
-            self.prune(
-                s,
-                key,
-                &uid,
-                d["spec"]["revisionHistoryLimit"].as_i64().unwrap_or(10),
-            );
-        }
-        d["status"]["observedGeneration"] = d["metadata"]["generation"].clone();
-        Self::bump(s, &mut d);
-        s.deployments.insert(key.clone(), d);
-        for k in changed_rs {
-            if let Some(rs) = s.replicasets.get(&k).cloned() {
-                let mut rs = rs;
-                Self::bump(s, &mut rs);
-                s.replicasets.insert(k, rs.clone());
-                self.emit("replicasets", "MODIFIED", &rs);
-            }
-        }
-        self.progress(s, key);
-    }
-
-    /// Keeps `revisionHistoryLimit` old ReplicaSets besides the newest.
-    fn prune(&self, s: &mut State, key: &Key, uid: &Value, limit: i64) {
-        let mut owned: Vec<(i64, Key)> = s
-            .replicasets
-            .iter()
-            .filter(|((ns, _), rs)| {
-                *ns == key.0 && rs["metadata"]["ownerReferences"][0]["uid"] == *uid
-            })
-            .map(|(k, rs)| (revision_of(rs), k.clone()))
-            .collect();
-        owned.sort();
-        let excess = owned.len() as i64 - 1 - limit.max(0);
-        for (_, k) in owned.into_iter().take(excess.max(0) as usize) {
-            s.replicasets.remove(&k);
-        }
-    }
-
-    /// Moves every rollout along with time, and lets the serving pods
-    /// answer some traffic; called every 50 ms.
-    pub fn tick(&self) {
-        let Ok(mut s) = self.state.lock() else { return };
-        let keys: Vec<Key> = s.deployments.keys().cloned().collect();
-        for k in keys {
-            self.progress(&mut s, &k);
-            if let Some(image) = s.serving.get(&k).cloned() {
-                let t = s.traffic.entry(k).or_default();
-                if degraded(&image) {
-                    t.0 += 3;
-                    t.1 += 2;
-                } else {
-                    t.0 += 5;
-                }
-            }
-        }
-    }
-
-    /// The image whose pods answer a workload's traffic: the new one once
-    /// its rollout is available, the old one until then.
-    pub fn serving_image(&self, namespace: &str, name: &str) -> Option<String> {
-        let s = self.state.lock().ok()?;
-        s.serving
-            .get(&(namespace.to_owned(), name.to_owned()))
-            .cloned()
-    }
-
-    /// A workload's request counters, as its pods would export them.
-    pub fn traffic(&self, namespace: &str, name: &str) -> (u64, u64) {
-        self.state
-            .lock()
-            .ok()
-            .and_then(|s| {
-                s.traffic
-                    .get(&(namespace.to_owned(), name.to_owned()))
-                    .copied()
-            })
-            .unwrap_or((0, 0))
-    }
-
-    /// Sets a Deployment's status from its rollout's age and its image.
-    fn progress(&self, s: &mut State, key: &Key) {
-        let Some(mut d) = s.deployments.get(key).cloned() else {
-            return;
-        };
-        let desired = d["spec"]["replicas"].as_i64().unwrap_or(1);
-        let (started, old_available) = match s.rollouts.get(key) {
-            Some(r) => (r.started, r.old_available),
-            None => (Instant::now(), 0),
-        };
-        let age = started.elapsed();
-        let deadline =
-            Duration::from_secs(d["spec"]["progressDeadlineSeconds"].as_u64().unwrap_or(600));
-        let paused = d["spec"]["paused"].as_bool().unwrap_or(false);
-        let ready = !never_ready(&d["spec"]["template"]) && age >= READY_AFTER;
-        let (replicas, updated, available) = if ready {
-            (desired, desired, desired)
-        } else {
-            (desired + old_available, desired, old_available)
-        };
-        let progressing = if paused {
-            json!({"type": "Progressing", "status": "Unknown", "reason": "DeploymentPaused", "message": "Deployment is paused"})
-        } else if ready {
-            json!({"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable", "message": "ReplicaSet has successfully progressed."})
-        } else if age > deadline {
-            json!({"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded", "message": "ReplicaSet has timed out progressing."})
-        } else {
-            json!({"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated", "message": "ReplicaSet is progressing."})
-        };
-        let status = json!({
-            "observedGeneration": d["metadata"]["generation"],
-            "replicas": replicas, "updatedReplicas": updated, "readyReplicas": available, "availableReplicas": available,
-            "unavailableReplicas": (desired - available).max(0),
-            "conditions": [
-                {"type": "Available", "status": if available >= desired { "True" } else { "False" }, "reason": "MinimumReplicasAvailable"},
-                progressing
-            ]
+        let sts = json!({
+            "apiVersion": "apps/v1", "kind": "StatefulSet",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "spec": {"replicas": replicas, "serviceName": name,
+                     "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": name, "image": image}]}}}
         });
-        if ready
-            && !paused
-            && let Some(image) = images(&d["spec"]["template"]).into_iter().next()
-        {
-            s.serving.insert(key.clone(), image);
-        }
-        if d["status"] == status {
-            return;
-        }
-        d["status"] = status;
-        Self::bump(s, &mut d);
-        s.deployments.insert(key.clone(), d.clone());
-        self.emit("deployments", "MODIFIED", &d);
+        self.create(&STATEFULSETS, namespace, sts, false)
     }
+
+    /// Creates a DaemonSet with one container; it runs one pod on each of
+    /// the simulated nodes.
+    pub fn create_daemonset(
+        &self,
+        namespace: &str,
+        name: &str,
+        image: &str,
+    ) -> Result<Value, ApiError> {
+        let ds = json!({
+            "apiVersion": "apps/v1", "kind": "DaemonSet",
+            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+            "spec": {"selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": name, "image": image}]}}}
+        });
+        self.create(&DAEMONSETS, namespace, ds, false)
+    }
+
+    /// Sets the first container's image of a Deployment, StatefulSet or
+    /// DaemonSet (named by kind, resource or short name), as `kubectl set
+    /// image` does: a strategic merge patch.
+    pub fn set_image(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        image: &str,
+    ) -> Result<Value, ApiError> {
+        self.set_image_with_cause(kind, namespace, name, image, None)
+    }
+
+    /// `set_image`, also recording `change_cause` in
+    /// `kubernetes.io/change-cause` as `--record` did.
+    pub fn set_image_with_cause(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        image: &str,
+        change_cause: Option<&str>,
+    ) -> Result<Value, ApiError> {
+        let k = workload_kind(kind).ok_or_else(|| ApiError {
+            code: 404,
+            reason: "NotFound",
+            message: format!("the server doesn't have a resource type \"{kind}\""),
+        })?;
+        let current = self.read(k, namespace, name)?;
+        let container = current["spec"]["template"]["spec"]["containers"][0]["name"]
+            .as_str()
+            .unwrap_or(name)
+            .to_owned();
+        let mut patch = json!({"spec": {"template": {"spec": {"containers": [{"name": container, "image": image}]}}}});
+        if let Some(cause) = change_cause {
+            patch["metadata"] = json!({"annotations": {CHANGE_CAUSE: cause}});
+        }
+        self.patch(
+            k,
+            namespace,
+            name,
+            "application/strategic-merge-patch+json",
+            patch.to_string().as_bytes(),
+            false,
+        )
+    }
+}
+
+/// A workload kind as people name it: `deployment`, `deploy`, `sts`,
+/// `DaemonSet`, `daemonsets`.
+pub fn workload_kind(name: &str) -> Option<&'static Kind> {
+    let n = name.to_ascii_lowercase();
+    [&DEPLOYMENTS, &STATEFULSETS, &DAEMONSETS, &REPLICASETS]
+        .into_iter()
+        .find(|k| {
+            k.resource == n
+                || k.singular == n
+                || k.kind.eq_ignore_ascii_case(&n)
+                || k.short_names.contains(&n.as_str())
+        })
+}
+
+/// The strategic merge patch a StatefulSet or DaemonSet ControllerRevision
+/// holds, exactly as the controllers' `getPatch` encodes it: the template
+/// with `"$patch": "replace"`, keys sorted, no spaces.
+pub fn revision_data(template: &Value) -> String {
+    let mut t = template.clone();
+    t["$patch"] = "replace".into();
+    // serde_json's maps keep keys sorted, as Go's encoder of a map does.
+    json!({"spec": {"template": t}}).to_string()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn traffic_follows_the_image_that_serves_it() {
-        let c = Cluster::default();
-        c.create_deployment("shop", "web", "img:v1", 2, 600);
-        assert_eq!(c.serving_image("shop", "web"), None, "not ready yet");
-        std::thread::sleep(READY_AFTER + Duration::from_millis(20));
-        c.tick();
-        assert_eq!(c.serving_image("shop", "web").as_deref(), Some("img:v1"));
-        let set = |image: &str| {
-            let body = format!(
-                r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"web","image":"{image}"}}]}}}}}}}}"#
-            );
-            c.patch_deployment(
-                "shop",
-                "web",
-                "application/strategic-merge-patch+json",
-                body.as_bytes(),
-                false,
-            )
-            .unwrap();
-        };
-        set("img:bad");
-        std::thread::sleep(READY_AFTER + Duration::from_millis(20));
-        c.tick();
-        assert_eq!(
-            c.serving_image("shop", "web").as_deref(),
-            Some("img:v1"),
-            "the old pods keep answering"
-        );
-        set("img:degraded");
-        std::thread::sleep(READY_AFTER + Duration::from_millis(20));
-        let before = c.traffic("shop", "web");
-        c.tick();
-        c.tick();
-        let after = c.traffic("shop", "web");
-        assert_eq!(
-            c.serving_image("shop", "web").as_deref(),
-            Some("img:degraded")
-        );
-        assert_eq!(
-            (after.0 - before.0, after.1 - before.1),
-            (6, 4),
-            "degraded pods fail 40%"
-        );
-    }
 
     #[test]
     fn templates_compare_by_meaning() {
@@ -622,48 +1301,29 @@ mod tests {
     }
 
     #[test]
-    fn a_new_template_gets_the_next_revision_and_an_old_one_is_reused_and_renumbered() {
-        let c = Cluster::default();
-        c.create_deployment("shop", "web", "img:v1", 2, 600);
-        let set = |image: &str| {
-            let body = format!(
-                r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"web","image":"{image}"}}]}}}}}}}}"#
-            );
-            c.patch_deployment(
-                "shop",
-                "web",
-                "application/strategic-merge-patch+json",
-                body.as_bytes(),
-                false,
-            )
-            .unwrap()
-        };
-        set("img:v2");
-        let revs = |c: &Cluster| {
-            let mut r: Vec<(i64, String)> = c
-                .list("replicasets", "shop", Some("app=web"), None)
-                .0
-                .iter()
-                .map(|rs| (revision_of(rs), images(&rs["spec"]["template"])[0].clone()))
-                .collect();
-            r.sort();
-            r
-        };
-        assert_eq!(
-            revs(&c),
-            [(1, "img:v1".to_owned()), (2, "img:v2".to_owned())]
-        );
-        let d = set("img:v1");
-        assert_eq!(
-            revs(&c),
-            [(2, "img:v2".to_owned()), (3, "img:v1".to_owned())]
-        );
-        assert_eq!(d["metadata"]["annotations"][REVISION], "3");
-        assert_eq!(d["metadata"]["generation"], 3);
+    fn fnv_and_safe_encoding_match_go() {
+        // Go: fnv.New32() over "a" is 0x050c5d7e; SafeEncodeString maps
+        // each byte of the decimal form into the vowel-free alphabet.
+        assert_eq!(fnv1_32(b"a"), 0x050c_5d7e);
+        assert_eq!(safe_encode("0123456789"), "456789bcdf");
+        // A v1.33 cluster's StatefulSet revision (the controller's own
+        // test data): its name is the hash of its data and collision count.
+        let data = r#"{"spec":{"template":{"$patch":"replace","metadata":{"annotations":{"test":"value"},"creationTimestamp":null,"labels":{"app":"foo"}},"spec":{"containers":[{"image":"test","imagePullPolicy":"Always","name":"test","resources":{},"terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File"}],"dnsPolicy":"ClusterFirst","restartPolicy":"Always","schedulerName":"default-scheduler","securityContext":{},"terminationGracePeriodSeconds":30}}}}"#;
+        assert_eq!(sts_revision_hash(data, 0), "c77f6d978");
     }
 
     #[test]
-    fn a_stale_resource_version_is_a_conflict() {
+    fn revision_data_is_the_template_with_a_replace_directive_and_sorted_keys() {
+        let mut t = json!({"metadata": {"labels": {"app": "foo"}}, "spec": {"containers": [{"name": "test", "image": "test:latest"}]}});
+        canonical_template(&mut t);
+        assert_eq!(
+            revision_data(&t),
+            r#"{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"app":"foo"}},"spec":{"containers":[{"image":"test:latest","imagePullPolicy":"Always","name":"test","resources":{},"terminationMessagePath":"/dev/termination-log","terminationMessagePolicy":"File"}],"dnsPolicy":"ClusterFirst","restartPolicy":"Always","schedulerName":"default-scheduler","securityContext":{},"terminationGracePeriodSeconds":30}}}}"#
+        );
+    }
+
+    #[test]
+    fn a_stale_resource_version_is_a_conflict_with_the_servers_message() {
         let c = Cluster::default();
         let d = c.create_deployment("shop", "web", "img:v1", 1, 600);
         let rv = d["metadata"]["resourceVersion"]
@@ -690,19 +1350,118 @@ mod tests {
             )
             .unwrap_err();
         assert_eq!(e.code, 409);
+        assert_eq!(
+            e.message,
+            "Operation cannot be fulfilled on deployments.apps \"web\": the object has been modified; please apply your changes to the latest version and try again"
+        );
     }
 
     #[test]
-    fn a_bad_image_never_becomes_available_and_passes_its_deadline() {
+    fn create_update_and_delete_answer_as_the_api_server_does() {
         let c = Cluster::default();
-        c.create_deployment("shop", "web", "img:bad", 2, 0);
-        std::thread::sleep(Duration::from_millis(20));
-        c.tick();
-        let d = c.get("deployments", "shop", "web").unwrap();
-        assert_eq!(d["status"]["availableReplicas"], 0);
+        let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                           "metadata": {"name": "rollbackd"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15}});
+        let dry = c
+            .create(&resources::LEASES, "ops", lease.clone(), true)
+            .unwrap();
+        assert_eq!(dry["metadata"]["namespace"], "ops");
+        assert!(c.get("leases", "ops", "rollbackd").is_none(), "dry run");
+        let created = c
+            .create(&resources::LEASES, "ops", lease.clone(), false)
+            .unwrap();
+        let again = c
+            .create(&resources::LEASES, "ops", lease, false)
+            .unwrap_err();
+        assert_eq!((again.code, again.reason), (409, "AlreadyExists"));
         assert_eq!(
-            d["status"]["conditions"][1]["reason"],
-            "ProgressDeadlineExceeded"
+            again.message,
+            "leases.coordination.k8s.io \"rollbackd\" already exists"
         );
+
+        let mut renewed = created.clone();
+        renewed["spec"]["holderIdentity"] = "b".into();
+        let updated = c
+            .update(
+                &resources::LEASES,
+                "ops",
+                "rollbackd",
+                renewed.clone(),
+                false,
+            )
+            .unwrap();
+        assert_eq!(updated["spec"]["holderIdentity"], "b");
+        assert_eq!(updated["metadata"]["uid"], created["metadata"]["uid"]);
+        let stale = c
+            .update(&resources::LEASES, "ops", "rollbackd", renewed, false)
+            .unwrap_err();
+        assert_eq!(stale.code, 409);
+        assert!(stale.message.starts_with(
+            "Operation cannot be fulfilled on leases.coordination.k8s.io \"rollbackd\""
+        ));
+        let missing = c
+            .update(&resources::LEASES, "ops", "nope", json!({}), false)
+            .unwrap_err();
+        assert_eq!(missing.code, 404);
+
+        let wrong = json!({"metadata": {"name": "x"}, "spec": {"leaseDurationSeconds": "long"}});
+        assert_eq!(
+            c.create(&resources::LEASES, "ops", wrong, false)
+                .unwrap_err()
+                .code,
+            400
+        );
+        let invalid = json!({"metadata": {"name": "web"}, "spec": {"selector": {"matchLabels": {"app": "web"}},
+                             "template": {"metadata": {"labels": {"app": "other"}}, "spec": {"containers": [{"name": "web"}]}}}});
+        let e = c.create(&DEPLOYMENTS, "shop", invalid, false).unwrap_err();
+        assert_eq!(e.code, 422);
+        assert!(
+            e.message
+                .starts_with("Deployment.apps \"web\" is invalid: ["),
+            "{}",
+            e.message
+        );
+        assert!(
+            e.message
+                .contains("spec.template.spec.containers[0].image: Required value")
+        );
+
+        c.delete(&resources::LEASES, "ops", "rollbackd", false)
+            .unwrap();
+        assert_eq!(
+            c.delete(&resources::LEASES, "ops", "rollbackd", false)
+                .unwrap_err()
+                .code,
+            404
+        );
+    }
+
+    #[test]
+    fn a_watch_resumes_from_its_resource_version_or_is_gone() {
+        let c = Cluster::default();
+        let d = c.create_deployment("shop", "web", "img:v1", 1, 600);
+        let rv: u64 = d["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        c.set_image("deploy", "shop", "web", "img:v2").unwrap();
+        let w = c.watch(&DEPLOYMENTS, Some("shop"), Some(rv)).unwrap();
+        assert_eq!(w.backlog.len(), 1);
+        assert_eq!(w.backlog[0].kind, "MODIFIED");
+        let fresh = c.watch(&DEPLOYMENTS, Some("shop"), None).unwrap();
+        assert_eq!(fresh.backlog.len(), 1);
+        assert_eq!(fresh.backlog[0].kind, "ADDED");
+        for i in 0..HISTORY_LIMIT {
+            c.patch_deployment(
+                "shop",
+                "web",
+                "application/merge-patch+json",
+                format!(r#"{{"metadata":{{"annotations":{{"n":"{i}"}}}}}}"#).as_bytes(),
+                false,
+            )
+            .unwrap();
+        }
+        let e = c.watch(&DEPLOYMENTS, Some("shop"), Some(rv)).err().unwrap();
+        assert_eq!((e.code, e.reason), (410, "Expired"));
     }
 }

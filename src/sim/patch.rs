@@ -1,7 +1,9 @@
 //! The three patch types the API server accepts, applied to JSON objects:
 //! JSON patch (RFC 6902), merge patch (RFC 7386) and the subset of
-//! strategic merge that kubectl sends (lists of named items merged by name,
-//! `$setElementOrder`, `null` deletes).
+//! strategic merge that kubectl and the controllers send (lists merged by
+//! their merge key, `$setElementOrder`, `null` deletes, and the `$patch`
+//! directives `replace` — how a ControllerRevision restores a template —
+//! and `delete`).
 
 use serde_json::{Map, Value};
 
@@ -15,16 +17,40 @@ pub enum PatchError {
     Type(String),
 }
 
-/// Lists that strategic merge merges by the `name` of their items.
-const MERGE_BY_NAME: &[&str] = &[
-    "containers",
-    "initContainers",
-    "env",
-    "volumes",
-    "volumeMounts",
-    "ports",
-    "imagePullSecrets",
+/// The lists strategic merge merges item by item, with the field that
+/// identifies an item (the `patchMergeKey` of the Kubernetes types).
+const MERGE_KEYS: &[(&str, &str)] = &[
+    ("containers", "name"),
+    ("initContainers", "name"),
+    ("ephemeralContainers", "name"),
+    ("env", "name"),
+    ("volumes", "name"),
+    ("volumeMounts", "mountPath"),
+    ("volumeDevices", "devicePath"),
+    ("ports", "containerPort"),
+    ("imagePullSecrets", "name"),
+    ("ownerReferences", "uid"),
+    ("conditions", "type"),
+    ("hostAliases", "ip"),
 ];
+
+fn merge_key(list: &str) -> Option<&'static str> {
+    MERGE_KEYS.iter().find(|(l, _)| *l == list).map(|(_, k)| *k)
+}
+
+/// Drops `null`s: what a replaced part holds once decoded.
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, v)| !v.is_null() && k.as_str() != "$patch")
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(without_nulls).collect()),
+        other => other.clone(),
+    }
+}
 
 pub fn apply(doc: &mut Value, content_type: &str, body: &[u8]) -> Result<(), PatchError> {
     let patch: Value = serde_json::from_slice(body).map_err(|e| PatchError::Json(e.to_string()))?;
@@ -52,44 +78,82 @@ fn strategic(doc: &mut Value, patch: &Value) {
         *doc = patch.clone();
         return;
     };
+    match p.get("$patch").and_then(Value::as_str) {
+        Some("replace") => {
+            *doc = without_nulls(patch);
+            return;
+        }
+        Some("delete") => {
+            *doc = Value::Null;
+            return;
+        }
+        _ => {}
+    }
     if !doc.is_object() {
         *doc = Value::Object(Map::new());
     }
     let Value::Object(d) = doc else { return };
     for (key, value) in p {
-        if key.starts_with("$setElementOrder/") || key.starts_with("$retainKeys") {
+        if key.starts_with('$') {
             continue;
         }
         if value.is_null() {
             d.remove(key);
             continue;
         }
-        match (MERGE_BY_NAME.contains(&key.as_str()), value, d.get_mut(key)) {
-            (true, Value::Array(items), Some(Value::Array(existing))) => {
+        match (merge_key(key), value, d.get_mut(key)) {
+            (Some(mk), Value::Array(items), Some(Value::Array(existing))) => {
                 for item in items {
-                    let name = item.get("name");
-                    match existing
-                        .iter_mut()
-                        .find(|e| name.is_some() && e.get("name") == name)
-                    {
-                        Some(e) => strategic(e, item),
-                        None => existing.push(item.clone()),
+                    let id = item.get(mk);
+                    let found = existing
+                        .iter()
+                        .position(|e| id.is_some() && e.get(mk) == id);
+                    let delete = item.get("$patch").and_then(Value::as_str) == Some("delete");
+                    match (found, delete) {
+                        (Some(i), true) => {
+                            existing.remove(i);
+                        }
+                        (None, true) => {}
+                        (Some(i), false) => strategic(&mut existing[i], item),
+                        (None, false) => existing.push(without_nulls(item)),
                     }
                 }
                 if let Some(Value::Array(order)) = p.get(&format!("$setElementOrder/{key}")) {
                     let rank = |v: &Value| {
                         order
                             .iter()
-                            .position(|o| o.get("name") == v.get("name"))
+                            .position(|o| o.get(mk) == v.get(mk))
                             .unwrap_or(usize::MAX)
                     };
                     existing.sort_by_key(rank);
                 }
             }
-            (_, Value::Object(_), Some(target)) if target.is_object() => strategic(target, value),
-            _ => {
-                d.insert(key.clone(), value.clone());
+            (_, Value::Object(_), Some(target)) if target.is_object() => {
+                strategic(target, value);
+                if target.is_null() {
+                    d.remove(key);
+                }
             }
+            _ => {
+                let mut v = value.clone();
+                strategic_new(&mut v);
+                if !v.is_null() {
+                    d.insert(key.clone(), v);
+                }
+            }
+        }
+    }
+}
+
+/// A part of the patch with nothing under it yet: its directives still
+/// apply, to nothing.
+fn strategic_new(v: &mut Value) {
+    if v.is_object() {
+        let patch = v.clone();
+        *v = Value::Null;
+        strategic(v, &patch);
+        if let Value::Object(m) = v {
+            m.retain(|k, _| !k.starts_with('$'));
         }
     }
 }
@@ -128,6 +192,22 @@ mod tests {
         )
         .unwrap();
         assert!(d["spec"].get("paused").is_none());
+    }
+
+    #[test]
+    fn a_replace_directive_replaces_the_whole_part_as_a_revision_restores_it() {
+        let mut d = json!({"spec": {"replicas": 3, "template": {"metadata": {"labels": {"app": "web", "extra": "x"}},
+                          "spec": {"containers": [{"name": "web", "image": "img:v2"}, {"name": "side", "image": "s"}]}}}});
+        let p = br#"{"spec":{"template":{"$patch":"replace","metadata":{"creationTimestamp":null,"labels":{"app":"web"}},"spec":{"containers":[{"image":"img:v1","name":"web","resources":{}}]}}}}"#;
+        apply(&mut d, "application/strategic-merge-patch+json", p).unwrap();
+        assert_eq!(
+            d,
+            json!({"spec": {"replicas": 3, "template": {"metadata": {"labels": {"app": "web"}},
+                   "spec": {"containers": [{"name": "web", "image": "img:v1", "resources": {}}]}}}})
+        );
+        let p = br#"{"spec":{"template":{"spec":{"containers":[{"name":"web","$patch":"delete"}]}}},"metadata":{"$patch":"delete"}}"#;
+        apply(&mut d, "application/strategic-merge-patch+json", p).unwrap();
+        assert_eq!(d["spec"]["template"]["spec"]["containers"], json!([]));
     }
 
     #[test]
