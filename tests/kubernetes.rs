@@ -456,3 +456,92 @@ fn kill_9_during_the_rollout_wait_resumes_without_a_second_patch() {
     assert_eq!(generation(&lab), before, "no second patch");
     assert_eq!(lab.image("web"), "web:v1");
 }
+
+#[test]
+fn with_leader_election_only_the_lease_holder_acts_and_a_standby_takes_over() {
+    let lab = Lab::new();
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    lab.configure_with("web", "", "", "");
+    // Both replicas read the same files; each has its own state directory.
+    let main = std::fs::read_to_string(lab.path("rollbackd.toml")).unwrap().replace(
+        "request_timeout = \"2s\"\n",
+        "request_timeout = \"2s\"\nleader_election = { lease = \"rollbackd\", namespace = \"ops\", lease_duration = \"2s\" }\n",
+    );
+    std::fs::write(lab.path("rollbackd.toml"), &main).unwrap();
+    std::fs::write(
+        lab.path("b.toml"),
+        main.replace("state_dir = \"state\"", "state_dir = \"state-b\""),
+    )
+    .unwrap();
+    let mut a = lab.start();
+    assert!(
+        wait_until(Duration::from_secs(10), || a
+            .find_log("became the leader")
+            .is_some()),
+        "{}",
+        a.logs().join("\n")
+    );
+    let b = Daemon::start(&lab.path("b.toml"), &[]);
+    assert!(wait_until(Duration::from_secs(10), || b.get("/readyz").0 == 200));
+    assert!(
+        b.get("/readyz").1.contains("standby"),
+        "{}",
+        b.get("/readyz").1
+    );
+    assert!(
+        a.get("/readyz").1.contains("leader"),
+        "{}",
+        a.get("/readyz").1
+    );
+    assert_eq!(b.metric("rollbackd_leader"), Some(0.0));
+    assert_eq!(a.metric("rollbackd_leader"), Some(1.0));
+    assert_eq!(b.status()["leader"], false);
+
+    lab.set_image("web", "web:v2-bad", "deploy v2");
+    assert!(
+        wait_until(Duration::from_secs(30), || !finished(&lab.state())
+            .is_empty()),
+        "{}",
+        a.logs().join("\n")
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count(&lab.state(), "rollback_started"), 1);
+    assert_eq!(
+        count(&lab.path("state-b"), "rollback_started"),
+        0,
+        "the standby never acts"
+    );
+
+    // The leader dies without releasing the Lease: the standby takes over
+    // within the lease duration (plus one retry period).
+    a.signal("KILL");
+    a.wait_exit(Duration::from_secs(5));
+    let killed = std::time::Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(10), || b
+            .find_log("became the leader")
+            .is_some()),
+        "{}",
+        b.logs().join("\n")
+    );
+    let takeover = killed.elapsed();
+    eprintln!("the standby took over {takeover:?} after the leader was killed");
+    assert!(
+        takeover < Duration::from_secs(5),
+        "took over after {takeover:?}"
+    );
+    assert_eq!(b.metric("rollbackd_leader"), Some(1.0));
+    // The rolled-back revision is the restored one, not a new rollout: the
+    // new leader does not act on it; a new bad deploy it rolls back.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(count(&lab.path("state-b"), "rollback_started"), 0);
+    lab.set_image("web", "web:v3-bad", "deploy v3");
+    assert!(
+        wait_until(Duration::from_secs(30), || !finished(&lab.path("state-b"))
+            .is_empty()),
+        "{}",
+        b.logs().join("\n")
+    );
+    assert_eq!(finished(&lab.path("state-b"))[0]["outcome"], "recovered");
+    assert_eq!(lab.image("web"), "web:v1");
+}

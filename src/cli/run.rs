@@ -21,14 +21,6 @@ pub fn run(global: &Global) -> Exit {
             return Exit::Usage;
         }
     };
-    if cfg.kubernetes.leader_election.is_some() {
-        // Acting as if elected would let every replica act: refuse instead.
-        eprintln!(
-            "{}: kubernetes.leader_election is not supported by this version of rollbackd; run a single replica without it; not starting",
-            global.config.display()
-        );
-        return Exit::Usage;
-    }
     let redactor = Redactor::default();
     redactor.add(&cfg.secrets);
     let telemetry = match Telemetry::init(

@@ -81,7 +81,12 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
 
 async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     if s.ready.load(std::sync::atomic::Ordering::Acquire) {
-        text(StatusCode::OK, "ready\n".into())
+        let role = match (&s.election, s.is_leader()) {
+            (None, _) => String::new(),
+            (Some((lease, me)), true) => format!("leader: {me} holds {lease}\n"),
+            (Some((lease, me)), false) => format!("standby: {me} waits for {lease}\n"),
+        };
+        text(StatusCode::OK, format!("ready\n{role}"))
     } else {
         text(
             StatusCode::SERVICE_UNAVAILABLE,

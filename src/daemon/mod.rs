@@ -5,6 +5,7 @@
 //! notification).
 
 mod http;
+mod leader;
 mod metrics;
 mod scheduler;
 pub mod signals;
@@ -38,7 +39,13 @@ use supervisor::{Channels, Parts, Supervisor, WatchCommand};
 /// so there is one reload path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Control {
-    Reload { cause: &'static str },
+    Reload {
+        cause: &'static str,
+    },
+    /// Leader election's verdict: only the Lease holder evaluates and acts.
+    Leadership {
+        leader: bool,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +78,10 @@ pub struct Shared {
     live: RwLock<BTreeMap<String, Live>>,
     alerts: Arc<AlertStore>,
     commands: mpsc::Sender<WatchCommand>,
+    /// Holds the Lease (always, without leader election).
+    leader: AtomicBool,
+    /// The Lease and this daemon's identity, with leader election.
+    election: Option<(String, String)>,
 }
 
 impl Shared {
@@ -82,6 +93,10 @@ impl Shared {
     fn heartbeat_age(&self) -> Duration {
         let now = self.started.elapsed().as_millis() as u64;
         Duration::from_millis(now.saturating_sub(self.heartbeat_ms.load(Ordering::Acquire)))
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.load(Ordering::Acquire)
     }
 
     fn forget(&self, watch: &str) {
@@ -99,7 +114,7 @@ impl Shared {
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let last = self.last_reload.read().ok().and_then(|r| r.clone());
         let live = self.live.read().map(|l| l.clone()).unwrap_or_default();
-        status::build(&config, loaded_at, last, &live)
+        status::build(&config, loaded_at, last, &live, self.is_leader())
     }
 }
 
@@ -162,6 +177,8 @@ pub async fn run(
         permits: tokio::sync::Semaphore::new(scheduler::MAX_CONCURRENT_CHECKS),
         metrics: metrics.clone(),
     });
+    let election = config.kubernetes.leader_election.clone();
+    let identity = leader::identity();
     let (config_tx, config_rx) = watch::channel(Arc::new(config));
     let now = SystemTime::now();
     let shared = Arc::new(Shared {
@@ -176,10 +193,14 @@ pub async fn run(
         live: RwLock::new(BTreeMap::new()),
         alerts,
         commands: commands_tx,
+        leader: AtomicBool::new(election.is_none()),
+        election: election
+            .as_ref()
+            .map(|e| (format!("{}/{}", e.namespace, e.lease), identity.clone())),
     });
     metrics.config_last_reload_success.set(epoch_secs(now));
     metrics.config_last_reload_successful.set(1);
-    metrics.leader.set(1);
+    metrics.leader.set(i64::from(election.is_none()));
 
     let mut sup = Supervisor::new(Parts {
         shared: shared.clone(),
@@ -194,6 +215,16 @@ pub async fn run(
         answers: answers_tx,
     });
     sup.start();
+    if let Some(settings) = election {
+        info!(identity = %identity, lease = %settings.lease, namespace = %settings.namespace, "standing by until this replica holds the Lease");
+        let elector = leader::Elector {
+            connector: sup.probes_now().kube.clone(),
+            settings,
+            identity,
+            control: control_tx.clone(),
+        };
+        tokio::spawn(elector.run(shutdown.clone()));
+    }
     let mut channels = Channels {
         control: control_rx,
         reports: reports_rx,

@@ -158,11 +158,11 @@ pub fn build(
     loaded_at: SystemTime,
     last_reload: Option<ReloadRecord>,
     live: &std::collections::BTreeMap<String, Live>,
+    leader: bool,
 ) -> Status {
     Status {
         version: env!("CARGO_PKG_VERSION"),
-        // `run` refuses leader election for now: this daemon is the only one.
-        leader: true,
+        leader,
         config_file: config.main_file.display().to_string(),
         config_loaded_at: rfc3339(loaded_at),
         last_reload,

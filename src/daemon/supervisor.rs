@@ -134,7 +134,7 @@ pub struct Parts {
     pub answers: mpsc::Sender<Answer>,
 }
 
-fn hostname() -> String {
+pub(super) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_owned())
         .ok()
@@ -225,6 +225,7 @@ impl Supervisor {
                 _ = shutdown.cancelled() => break,
                 Some(msg) = ch.control.recv() => match msg {
                     Control::Reload { cause } => self.reload(cause).await,
+                    Control::Leadership { leader } => self.leadership(leader),
                 },
                 Some(a) = ch.answers.recv() => self.on_answer(a),
                 Some(c) = ch.commands.recv() => self.on_command(c),
@@ -289,10 +290,44 @@ impl Supervisor {
         )
     }
 
+    pub(super) fn probes_now(&self) -> Arc<Probes> {
+        self.probes.borrow().clone()
+    }
+
+    /// Gains or gives up the right to evaluate and act. A new leader reads
+    /// its state afresh (the journal, each watch's memory) and starts every
+    /// watch; one that loses the Lease saves and stops them all.
+    fn leadership(&mut self, leader: bool) {
+        use std::sync::atomic::Ordering;
+        if self.shared.leader.swap(leader, Ordering::AcqRel) == leader {
+            return;
+        }
+        self.shared.metrics.leader.set(i64::from(leader));
+        if leader {
+            self.start();
+            return;
+        }
+        let names: Vec<String> = self.watches.keys().cloned().collect();
+        for name in names {
+            let _ = self.persist(&name);
+            if let Some(rt) = self.watches.remove(&name) {
+                rt.running.cancel.cancel();
+                if rt.machine.phase != Phase::Watching {
+                    warn!(watch = %name, "lost the leadership while a rollback was in progress; the new leader sees it on the workload (rollbackd.io/rollback) and does not repeat it");
+                }
+            }
+            self.shared.forget(&name);
+        }
+        self.journal_view.clear();
+    }
+
     /// Starts, restarts and stops watch loops to match `cfg`. Kept watches
     /// keep everything; changed ones keep their memory but start a fresh
-    /// streak; removed ones are saved and stopped.
+    /// streak; removed ones are saved and stopped. A standby runs none.
     fn sync_watches(&mut self, cfg: &Config) {
+        if !self.shared.is_leader() {
+            return;
+        }
         let wanted: BTreeMap<&str, &Watch> =
             cfg.watches.iter().map(|w| (w.name.as_str(), w)).collect();
         let gone: Vec<String> = self
