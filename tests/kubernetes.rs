@@ -49,6 +49,10 @@ impl Lab {
     }
 
     fn configure_with(&self, name: &str, extra: &str, main_extra: &str, checks: &str) {
+        self.configure_kind("deployment", name, extra, main_extra, checks)
+    }
+
+    fn configure_kind(&self, kind: &str, name: &str, extra: &str, main_extra: &str, checks: &str) {
         let mut settings: Vec<String> = [
             ("interval", "\"200ms\""),
             ("failure_threshold", "3"),
@@ -73,7 +77,7 @@ impl Lab {
             format!(
                 r#"[[watch]]
 name = "{name}"
-target = {{ kind = "deployment", namespace = "{NS}", name = "{name}" }}
+target = {{ kind = "{kind}", namespace = "{NS}", name = "{name}" }}
 {settings}
 
 [[watch.health]]
@@ -120,7 +124,11 @@ timeout = "150ms"
     }
 
     fn image(&self, name: &str) -> String {
-        let d = self.sim.cluster.get("deployments", NS, name).unwrap();
+        self.image_of("deployments", name)
+    }
+
+    fn image_of(&self, resource: &str, name: &str) -> String {
+        let d = self.sim.cluster.get(resource, NS, name).unwrap();
         d["spec"]["template"]["spec"]["containers"][0]["image"]
             .as_str()
             .unwrap()
@@ -235,57 +243,153 @@ fn count(state: &Path, event: &str) -> usize {
 }
 
 #[test]
-fn a_degraded_image_is_rolled_back_on_the_metric_alone() {
+fn degraded_images_are_rolled_back_on_the_metric_alone() {
+    // A Deployment and a StatefulSet, ready but failing two requests in five.
     let lab = Lab::new();
     lab.sim
         .cluster
         .create_deployment(NS, "api", "api:v1", 3, 30);
-    let metrics = format!("/app/{NS}/api/metrics");
-    let prom = Prometheus::scraping(&[("api", lab.sim.addr, &metrics)]);
-    lab.configure_with(
-        "api",
-        "interval = \"1s\"\nfailure_threshold = 4\nverify_for = \"10s\"",
-        &format!("[prometheus.default]\nurl = \"{}\"\ntimeout = \"900ms\"\n", prom.url()),
-        r#"[[watch.prometheus]]
-name = "error-ratio"
-query = 'sum(rate(http_requests_total{namespace="shop",deployment="api",status="500"}[3s])) / sum(rate(http_requests_total{namespace="shop",deployment="api"}[3s]))'
-max = 0.1
-"#,
+    lab.sim
+        .cluster
+        .create_statefulset(NS, "db", "db:v1", 2)
+        .unwrap();
+    let api_metrics = format!("/app/{NS}/api/metrics");
+    let db_metrics = format!("/app/{NS}/db/metrics");
+    let prom = Prometheus::scraping(&[
+        ("api", lab.sim.addr, &api_metrics),
+        ("db", lab.sim.addr, &db_metrics),
+    ]);
+    let main_extra = format!(
+        "[prometheus.default]\nurl = \"{}\"\ntimeout = \"900ms\"\n",
+        prom.url()
     );
+    let ratio = |w: &str| {
+        format!(
+            r#"[[watch.prometheus]]
+name = "error-ratio"
+query = 'sum(rate(http_requests_total{{namespace="shop",deployment="{w}",status="500"}}[3s])) / sum(rate(http_requests_total{{namespace="shop",deployment="{w}"}}[3s]))'
+max = 0.1
+"#
+        )
+    };
+    let settings = "interval = \"1s\"\nfailure_threshold = 4\nverify_for = \"10s\"";
+    lab.configure_with("api", settings, &main_extra, &ratio("api"));
+    lab.configure_kind("statefulset", "db", settings, &main_extra, &ratio("db"));
     // The first scrape lands some 6 s after Prometheus starts.
     assert!(
-        wait_until(Duration::from_secs(30), || prom
-            .value("sum(rate(http_requests_total{deployment=\"api\"}[3s]))")
-            .is_some_and(|v| v > 0.0)),
-        "Prometheus scrapes the simulated application"
+        wait_until(Duration::from_secs(30), || ["api", "db"].iter().all(|w| {
+            prom.value(&format!(
+                "sum(rate(http_requests_total{{deployment=\"{w}\"}}[3s]))"
+            ))
+            .is_some_and(|v| v > 0.0)
+        })),
+        "Prometheus scrapes the simulated applications"
     );
     let d = lab.start();
     lab.set_image("api", "api:v2-degraded", "deploy v2");
+    lab.sim
+        .cluster
+        .set_image_with_cause(
+            "statefulset",
+            NS,
+            "db",
+            "db:v2-degraded",
+            Some("deploy db v2"),
+        )
+        .unwrap();
     assert!(
-        wait_until(Duration::from_secs(60), || !finished(&lab.state())
+        wait_until(Duration::from_secs(60), || finished(&lab.state()).len()
+            == 2),
+        "both rollbacks finish: {:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    for f in finished(&lab.state()) {
+        assert_eq!(f["outcome"], "recovered", "{f}\n{}", d.logs().join("\n"));
+    }
+    assert_eq!(lab.image("api"), "api:v1");
+    assert_eq!(lab.image_of("statefulsets", "db"), "db:v1");
+    for w in ["api", "db"] {
+        let started = events(&lab.state())
+            .into_iter()
+            .find(|e| e["event"] == "rollback_started" && e["watch"] == w)
+            .unwrap();
+        let checks = started["checks"].as_array().unwrap();
+        let failing: Vec<&str> = checks
+            .iter()
+            .filter(|c| c["result"] == "fail")
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            failing,
+            ["error-ratio"],
+            "{w}: the metric alone: {checks:#?}"
+        );
+        let ratio = checks.iter().find(|c| c["name"] == "error-ratio").unwrap()["value"]
+            .as_f64()
+            .unwrap();
+        assert!(ratio > 0.1, "{w}: {ratio}");
+    }
+    // The StatefulSet went back through its ControllerRevisions: revision 1
+    // renumbered to 3, as kubectl's undo leaves it.
+    let history = lab.kubectl(&["rollout", "history", "statefulset/db", "-n", NS]);
+    let rows: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(rows.len(), 2, "{history}");
+    assert!(
+        rows[0].starts_with("2 ") && rows[0].contains("deploy db v2"),
+        "{history}"
+    );
+    assert!(rows[1].starts_with("3 "), "{history}");
+}
+
+#[test]
+fn a_crash_looping_daemonset_goes_back_through_its_controller_revisions() {
+    let lab = Lab::new();
+    lab.sim
+        .cluster
+        .create_daemonset(NS, "agent", "agent:v1")
+        .unwrap();
+    lab.configure_kind("daemonset", "agent", "rollout_timeout = \"2s\"", "", "");
+    let d = lab.start();
+    lab.sim
+        .cluster
+        .set_image_with_cause(
+            "daemonset",
+            NS,
+            "agent",
+            "agent:v2-bad",
+            Some("deploy agent v2"),
+        )
+        .unwrap();
+    assert!(
+        wait_until(Duration::from_secs(30), || !finished(&lab.state())
             .is_empty()),
-        "the rollback finishes: {:#?}\n{}",
+        "{:#?}\n{}",
         events(&lab.state()),
         d.logs().join("\n")
     );
     let f = &finished(&lab.state())[0];
     assert_eq!(f["outcome"], "recovered", "{f}\n{}", d.logs().join("\n"));
-    assert_eq!(lab.image("api"), "api:v1");
-    let started = events(&lab.state())
-        .into_iter()
-        .find(|e| e["event"] == "rollback_started")
-        .unwrap();
-    let checks = started["checks"].as_array().unwrap();
-    let failing: Vec<&str> = checks
-        .iter()
-        .filter(|c| c["result"] == "fail")
-        .map(|c| c["name"].as_str().unwrap())
+    assert_eq!(lab.image_of("daemonsets", "agent"), "agent:v1");
+    let history = lab.kubectl(&["rollout", "history", "daemonset/agent", "-n", NS]);
+    let rows: Vec<&str> = history
+        .lines()
+        .skip(2)
+        .filter(|l| !l.trim().is_empty())
         .collect();
-    assert_eq!(failing, ["error-ratio"], "the metric alone: {checks:#?}");
-    let ratio = checks.iter().find(|c| c["name"] == "error-ratio").unwrap()["value"]
-        .as_f64()
-        .unwrap();
-    assert!(ratio > 0.1, "{ratio}");
+    assert_eq!(rows.len(), 2, "{history}");
+    assert!(
+        rows[0].starts_with("2 ") && rows[0].contains("deploy agent v2"),
+        "{history}"
+    );
+    assert!(
+        rows[1].starts_with("3 "),
+        "revision 1 renumbered: {history}"
+    );
 }
 
 #[test]

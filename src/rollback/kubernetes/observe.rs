@@ -307,17 +307,25 @@ impl Observer {
             }
         }
         let previous = self.feed.borrow().as_ref().and_then(|s| s.current.clone());
+        let mark = Mark::of(&obj);
         let current = if obj.observed() {
             obj.current(&self.history).map(|e| Current {
                 revision: match &previous {
                     // Keep the first sighting's date: a reused entry seen
                     // again is the same rollback, not a new one.
                     Some(p) if p.revision.id == e.number.to_string() => p.revision.clone(),
+                    // The revision our own undo produced, whatever the
+                    // timestamps say (they have one-second resolution).
+                    _ if mark.as_ref().is_some_and(|m| m.to == e.number.to_string()) => Revision {
+                        origin: Origin::Rollback,
+                        since: now,
+                        ..revision_of(e, now)
+                    },
                     _ => revision_of(e, now),
                 },
                 images: e.images(),
                 change_cause: e.change_cause.clone(),
-                mark: Mark::of(&obj),
+                mark: mark.clone(),
             })
         } else {
             previous
@@ -340,5 +348,65 @@ impl Observer {
             problem,
         }));
         new
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snap(status: RolloutStatus, since: Millis) -> Snapshot {
+        Snapshot {
+            at: since,
+            status: Some(status),
+            current: Some(Current {
+                revision: Revision {
+                    id: "4".into(),
+                    since,
+                    origin: Origin::Rollout,
+                    definite: true,
+                },
+                images: vec!["web:v4".into()],
+                change_cause: None,
+                mark: None,
+            }),
+            problem: None,
+        }
+    }
+
+    #[test]
+    fn the_rollout_check_fails_on_a_passed_deadline_or_on_rollout_timeout() {
+        let t = Duration::from_secs(600);
+        let waiting = RolloutStatus::Waiting("Waiting for 2 pods to be ready...".into());
+        let r = rollout_check(Some(&snap(waiting.clone(), 0)), 599_000, t);
+        assert_eq!(r.result, Verdict::Pass, "still within its time: {r:?}");
+        let r = rollout_check(Some(&snap(waiting, 0)), 601_000, t);
+        assert_eq!(r.result, Verdict::Fail);
+        assert_eq!(
+            r.detail,
+            "not rolled out 10m after it began: Waiting for 2 pods to be ready..."
+        );
+        assert_eq!(r.value, Some(601.0));
+        let exceeded = RolloutStatus::DeadlineExceeded(
+            "deployment \"web\" exceeded its progress deadline".into(),
+        );
+        let r = rollout_check(Some(&snap(exceeded, 0)), 1_000, t);
+        assert_eq!((r.result, r.kind.as_str()), (Verdict::Fail, "rollout"));
+        let done = RolloutStatus::Complete("deployment \"web\" successfully rolled out".into());
+        assert_eq!(
+            rollout_check(Some(&snap(done, 0)), 10_000_000, t).result,
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn an_unobservable_target_makes_the_rollout_check_inconclusive() {
+        let t = Duration::from_secs(600);
+        assert_eq!(rollout_check(None, 0, t).result, Verdict::Inconclusive);
+        let mut s = snap(RolloutStatus::DeadlineExceeded("x".into()), 0);
+        s.problem = Some("watching deployment/shop/web: 503".into());
+        let r = rollout_check(Some(&s), 0, t);
+        assert_eq!(r.result, Verdict::Inconclusive);
+        assert!(r.detail.contains("503"));
     }
 }
