@@ -2,6 +2,7 @@
 //! exit codes every subcommand shares.
 
 mod check;
+mod demo;
 mod run;
 
 use std::path::PathBuf;
@@ -92,6 +93,12 @@ pub enum Command {
         #[arg(long)]
         online: bool,
     },
+    /// Show the whole loop on an embedded simulated cluster: a good deploy, a
+    /// bad one, detection, the undo, the rollout wait, verification
+    #[command(
+        after_help = "Example:\n  rollbackd demo\n\nNeeds no cluster and no network; exits 0 once the bad release is rolled back and verified (some 15 s)."
+    )]
+    Demo,
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  rollbackd completions bash > /usr/share/bash-completion/completions/rollbackd"
@@ -112,6 +119,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
     let exit = match &cli.command {
         Command::Run => run::run(&cli.global),
         Command::Check { online } => check::check(&cli.global, *online),
+        Command::Demo => demo::demo(&cli.global),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

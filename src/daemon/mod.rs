@@ -131,6 +131,17 @@ pub async fn run(
     telemetry: Telemetry,
     redactor: Redactor,
 ) -> Result<(), DaemonError> {
+    run_until(config, telemetry, redactor, CancellationToken::new()).await
+}
+
+/// [`run`], also stopping when `shutdown` is cancelled (the demo stops its
+/// daemon this way once the story is told).
+pub async fn run_until(
+    config: Config,
+    telemetry: Telemetry,
+    redactor: Redactor,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
     let state = StateDir::open(&config.daemon.state_dir)?;
     let journal = Journal::open(state.path()).map_err(DaemonError::StateFiles)?;
     let memory = MemoryStore::open(state.path()).map_err(DaemonError::StateFiles)?;
@@ -147,7 +158,6 @@ pub async fn run(
         .local_addr()
         .map_err(|error| DaemonError::Bind { addr, error })?;
 
-    let shutdown = CancellationToken::new();
     let (control_tx, control_rx) = mpsc::channel(8);
     let (reports_tx, reports_rx) = mpsc::channel(1024);
     let (answers_tx, answers_rx) = mpsc::channel(256);
