@@ -86,6 +86,7 @@ pub struct Supervisor {
     host: String,
     coalescer_seen: (u64, u64),
     journal_view: BTreeMap<String, JournalView>,
+    outbox: crate::notify::Outbox,
 }
 
 #[derive(Default)]
@@ -130,6 +131,7 @@ pub struct Parts {
     pub probes: watch::Sender<Arc<Probes>>,
     pub reports: mpsc::Sender<Report>,
     pub answers: mpsc::Sender<Answer>,
+    pub outbox: crate::notify::Outbox,
 }
 
 fn hostname() -> String {
@@ -159,6 +161,7 @@ impl Supervisor {
             host: hostname(),
             coalescer_seen: (0, 0),
             journal_view: BTreeMap::new(),
+            outbox: p.outbox,
         }
     }
 
@@ -583,9 +586,11 @@ impl Supervisor {
         self.append(name, v)
     }
 
-    /// Tells people. Delivery through Slack, email and webhooks comes with
-    /// the outbox; until then the event is logged where people look.
+    /// Tells people: logs the event, and queues it in the outbox for the
+    /// watch's notifiers (a durable local write; delivery is the outbox
+    /// worker's, never waited for here).
     fn notify(&mut self, name: &str, r: &Record) {
+        self.enqueue_notification(name, r);
         let event = r.event.as_str();
         let revision = r.revision.as_ref().map(|rev| rev.id.as_str()).unwrap_or("");
         let target = self
@@ -614,6 +619,25 @@ impl Supervisor {
             }
             _ => warn!(watch = %name, %target, revision, event, reason, "watch event"),
         }
+    }
+
+    fn enqueue_notification(&self, name: &str, r: &Record) {
+        let cfg = self.config.borrow().clone();
+        let rt = self.watches.get(name);
+        let cx = crate::notify::Context {
+            host: &self.host,
+            watch: rt.map(|rt| &*rt.def),
+            sources: &cfg.prometheus,
+            timings: crate::notify::Timings::of(
+                r,
+                rt.and_then(|rt| rt.machine.last_rollback.as_ref()),
+            ),
+            redactor: &self.shared.redactor,
+        };
+        let notifiers = rt
+            .map(|rt| rt.def.settings.notify.as_slice())
+            .unwrap_or(&[]);
+        tokio::task::block_in_place(|| self.outbox.record(r, &cx, notifiers));
     }
 
     fn persist(&mut self, name: &str) -> std::io::Result<()> {
@@ -782,6 +806,7 @@ impl Supervisor {
             .config_last_reload_success
             .set(super::epoch_secs(now));
         self.record(cause, Vec::new());
+        self.outbox.config_accepted();
         self.publish_counts();
         // Logged once applied: whoever reads this line sees the new state.
         if d.is_noop() && logging.is_empty() {
@@ -813,8 +838,29 @@ impl Supervisor {
             errors = errors.len(),
             "configuration rejected; the last good configuration keeps running"
         );
+        self.notify_rejected(cause, &errors);
         self.record(cause, errors);
         systemd::ready(&self.status_line());
+    }
+
+    /// `config_rejected` goes to every notifier the running watches use
+    /// (all of them when no watch names one): it has no watch of its own.
+    fn notify_rejected(&self, cause: &str, errors: &[String]) {
+        let cfg = self.config.borrow().clone();
+        let mut to: Vec<String> = cfg
+            .watches
+            .iter()
+            .flat_map(|w| w.settings.notify.iter().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if to.is_empty() {
+            to = cfg.notifiers.keys().cloned().collect();
+        }
+        tokio::task::block_in_place(|| {
+            self.outbox
+                .config_rejected(&self.host, cause, errors, &to, &self.shared.redactor)
+        });
     }
 }
 
