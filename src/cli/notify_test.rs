@@ -36,7 +36,7 @@ pub fn notify_test(global: &Global, names: &[String]) -> Exit {
         for n in &unknown {
             let known: Vec<&str> = cfg.notifiers.keys().map(String::as_str).collect();
             let hint = config::did_you_mean(n, known.iter().copied())
-                .map(|s| format!(" (did you mean \"{s}\"?)"))
+                .map(|s| format!(" ({s})"))
                 .unwrap_or_default();
             eprintln!("error: no notifier named \"{n}\"{hint}");
         }

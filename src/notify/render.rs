@@ -74,8 +74,13 @@ pub fn evidence(c: &Check) -> String {
         }
     }
     if !c.detail.is_empty() {
-        // Health details end with the URL: the reader needs the status.
-        let short = c.detail.split(" from ").next().unwrap_or(&c.detail);
+        // Health details go on with latency, body and URL: a subject needs
+        // only what failed.
+        let mut short = c.detail.split(" from ").next().unwrap_or(&c.detail);
+        short = short.split("; ").next().unwrap_or(short);
+        if short.starts_with("status ") {
+            short = short.split(" in ").next().unwrap_or(short);
+        }
         return format!("{}: {}", c.name, clip(first_line(short), 80));
     }
     match c.value {
@@ -504,7 +509,7 @@ mod tests {
                 "status 2xx",
                 "status 503 in 3ms from http://h/"
             )),
-            "x: status 503 in 3ms"
+            "x: status 503"
         );
         assert_eq!(evidence(&c("alert", None, "", "")), "x (fail)");
     }
