@@ -715,3 +715,39 @@ fn the_slack_stand_in_rejects_what_slack_rejects() {
     );
     assert_eq!(post("not json"), (400, "invalid_payload".into()));
 }
+
+#[test]
+fn a_rejected_reload_is_notified_once_with_every_error() {
+    let host = Host::new("starttls");
+    let hook = receivers::webhook(host.hook_port, HMAC_KEY);
+    let slack = receivers::slack(host.slack_port);
+    let d = host.start();
+    let file = host.path("watches.d/billing.toml");
+    let good = std::fs::read_to_string(&file).unwrap();
+    let bad = good.replace("failure_threshold = 3", "failure_treshold = 3");
+    std::fs::write(&file, &bad).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || events_of(&hook)
+            == ["config_rejected"]),
+        "{:?}\n{}",
+        events_of(&hook),
+        d.logs().join("\n")
+    );
+    let doc = hook.accepted()[0].json();
+    assert!(doc["watch"].is_null());
+    let errors = doc["errors"].as_array().unwrap();
+    assert!(
+        errors[0]
+            .as_str()
+            .unwrap()
+            .contains("billing.toml:4:1: unknown key \"failure_treshold\""),
+        "{errors:?}"
+    );
+    // The same broken file saved again pages nobody a second time.
+    std::fs::write(&file, &bad).unwrap();
+    d.signal("HUP");
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(hook.accepted().len(), 1, "{:?}", events_of(&hook));
+    assert!(slack.received().iter().all(|r| r.status == 200));
+    assert_eq!(slack.accepted().len(), 1);
+}

@@ -116,7 +116,10 @@ impl Drop for Server {
     }
 }
 
-fn read_request(stream: &mut std::net::TcpStream) -> Option<(Vec<(String, String)>, Vec<u8>)> {
+/// Header names and values, in order.
+type Headers = Vec<(String, String)>;
+
+fn read_request(stream: &mut std::net::TcpStream) -> Option<(Headers, Vec<u8>)> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
