@@ -239,12 +239,14 @@ impl Outbox {
         if notifiers.is_empty() {
             return;
         }
+        // `event_type`, not `event`: log lines with `event` are the engine's,
+        // and one event must not appear to happen once per delivery attempt.
         match self.enqueue(event, notifiers) {
             Ok(ids) => {
-                tracing::debug!(event = event.kind.as_str(), notifications = %ids.join(","), "notifications queued")
+                tracing::debug!(event_type = event.kind.as_str(), notifications = %ids.join(","), "notifications queued")
             }
             Err(e) => error!(
-                event = event.kind.as_str(),
+                event_type = event.kind.as_str(),
                 watch = event.watch.as_deref().unwrap_or(""),
                 error = %e,
                 path = %self.dir.display(),
@@ -458,7 +460,7 @@ impl Worker {
                     error!(
                         notifier = %e.n.notifier,
                         notification = %id,
-                        event = e.n.event.kind.as_str(),
+                        event_type = e.n.event.kind.as_str(),
                         watch = e.n.event.watch.as_deref().unwrap_or(""),
                         attempts = e.attempts,
                         max_age = %humantime::format_duration(max_age),
@@ -523,7 +525,7 @@ impl Worker {
                 info!(
                     notifier = %e.n.notifier,
                     notification = %done.id,
-                    event = e.n.event.kind.as_str(),
+                    event_type = e.n.event.kind.as_str(),
                     watch = e.n.event.watch.as_deref().unwrap_or(""),
                     attempts = e.attempts,
                     delay_ms,
@@ -540,7 +542,7 @@ impl Worker {
                 warn!(
                     notifier = %e.n.notifier,
                     notification = %done.id,
-                    event = e.n.event.kind.as_str(),
+                    event_type = e.n.event.kind.as_str(),
                     watch = e.n.event.watch.as_deref().unwrap_or(""),
                     attempt = e.attempts,
                     retry_in_ms = wait.as_millis() as u64,
