@@ -9,6 +9,9 @@
 //! - [`daemon`]: the long-running process: the supervisor that owns the live
 //!   configuration, the reload pipeline (file events and SIGHUP through one
 //!   path), signals, the HTTP endpoint, metrics and systemd notification.
+//! - [`notify`]: events people hear about, rendered for Slack, email and
+//!   webhooks, the incident reports, and the durable outbox that delivers
+//!   them.
 //! - [`store`]: the state directory and its lock.
 //! - [`telemetry`]: logging through `tracing`, text or JSON, with secrets
 //!   scrubbed from every line.
@@ -22,6 +25,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod notify;
 pub mod rollback;
 pub mod sim;
 pub mod store;

@@ -184,6 +184,10 @@ fn an_unchanged_watch_is_kept_when_its_file_is_rewritten_reordered_and_recomment
     );
     s.write_watch("c.toml", &Scratch::command_watch("c"));
     assert!(wait_until(Duration::from_secs(5), || d.watch_names().len() == 3));
+    // `/status` shows the new configuration a moment before the line is logged.
+    assert!(wait_until(Duration::from_secs(5), || d
+        .find_log("configuration reloaded")
+        .is_some()));
     let line = d.find_log("configuration reloaded").unwrap();
     assert_eq!(support::field(&line, "changed").as_deref(), Some(""));
     assert_eq!(support::field(&line, "added").as_deref(), Some("c"));

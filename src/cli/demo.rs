@@ -475,6 +475,15 @@ impl Story {
                 .map(|o| format!(" -> {o}"))
                 .unwrap_or_default()
         ));
+        // The incident report travels with the final notification.
+        if v["event"] == "rollback_finished"
+            && let Some(report) = v["report"]["markdown"].as_str()
+        {
+            n.detail("incident report (as emailed, and kept in the state directory's reports/):");
+            for line in report.lines() {
+                n.detail(&format!("| {line}"));
+            }
+        }
     }
 
     /// Narrates a journal line; returns the outcome of a finished rollback.

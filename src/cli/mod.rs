@@ -3,6 +3,7 @@
 
 mod check;
 mod demo;
+mod notify_test;
 mod run;
 
 use std::path::PathBuf;
@@ -99,6 +100,16 @@ pub enum Command {
         after_help = "Example:\n  rollbackd demo\n\nNeeds no cluster and no network; exits 0 once the bad release is rolled back and verified (some 15 s)."
     )]
     Demo,
+    /// Send a test message through each notifier and say whether it arrived
+    #[command(
+        name = "notify-test",
+        after_help = "Examples:\n  rollbackd notify-test                      # every [notifiers.NAME]\n  rollbackd notify-test ops-slack oncall-email\n\nEach notifier gets one message marked as a test, sent directly (not through\nthe outbox). Prints per notifier whether it was delivered, with the server's\nanswer. Exit status: 0 all delivered, 1 any failed, 2 invalid configuration\nor unknown notifier."
+    )]
+    NotifyTest {
+        /// Notifier names from [notifiers.NAME]; all of them when none is given
+        #[arg(value_name = "NOTIFIER")]
+        notifiers: Vec<String>,
+    },
     /// Print a shell completion script
     #[command(
         after_help = "Example:\n  rollbackd completions bash > /usr/share/bash-completion/completions/rollbackd"
@@ -120,6 +131,7 @@ pub fn dispatch(cli: Cli) -> ExitCode {
         Command::Run => run::run(&cli.global),
         Command::Check { online } => check::check(&cli.global, *online),
         Command::Demo => demo::demo(&cli.global),
+        Command::NotifyTest { notifiers } => notify_test::notify_test(&cli.global, notifiers),
         Command::Completions { shell } => {
             clap_complete::generate(
                 *shell,

@@ -54,6 +54,8 @@ pub struct Metrics {
     pub prometheus_queries_coalesced: Counter,
     pub alerts_firing: Gauge,
     pub leader: Gauge,
+    /// The outbox's own counters (notifications by result, pending, delay).
+    pub notify: crate::notify::outbox::Counters,
 }
 
 /// Buckets for durations from a millisecond to a minute.
@@ -188,6 +190,23 @@ impl Metrics {
         for result in ["success", "failure"] {
             let _ = config_reloads.get_or_create(&ResultLabel { result });
         }
+        let notify = crate::notify::outbox::Counters::default();
+        registry.register(
+            "notifications",
+            "Notification delivery attempts by notifier kind and result (sent, retried, expired, corrupt)",
+            notify.notifications.clone(),
+        );
+        registry.register(
+            "outbox_pending",
+            "Notifications in the outbox waiting to be delivered",
+            notify.pending.clone(),
+        );
+        registry.register_with_unit(
+            "notification_delay",
+            "From an event to the delivery of its notification",
+            Unit::Seconds,
+            notify.delay.clone(),
+        );
         Self {
             registry,
             config_reloads,
@@ -206,6 +225,7 @@ impl Metrics {
             prometheus_queries_coalesced,
             alerts_firing,
             leader,
+            notify,
         }
     }
 

@@ -145,6 +145,7 @@ pub async fn run_until(
     let state = StateDir::open(&config.daemon.state_dir)?;
     let journal = Journal::open(state.path()).map_err(DaemonError::StateFiles)?;
     let memory = MemoryStore::open(state.path()).map_err(DaemonError::StateFiles)?;
+    let outbox = crate::notify::Outbox::open(state.path()).map_err(DaemonError::StateFiles)?;
     let (alerts, damaged) = AlertStore::open(state.path());
     if let Some(w) = damaged {
         warn!(problem = %w, "firing alerts forgotten");
@@ -223,7 +224,20 @@ pub async fn run_until(
         probes: probes_tx,
         reports: reports_tx,
         answers: answers_tx,
+        outbox: outbox.clone(),
     });
+    // The outbox worker outlives the supervisor's shutdown, so that what
+    // the last actions notify still has its chance to go out.
+    let notify_stop = CancellationToken::new();
+    let notify_worker = tokio::spawn(
+        crate::notify::Worker::new(
+            outbox,
+            shared.config.clone(),
+            shared.redactor.clone(),
+            metrics.notify.clone(),
+        )
+        .run(notify_stop.clone()),
+    );
     sup.start();
     if let Some(settings) = election {
         info!(identity = %identity, lease = %settings.lease, namespace = %settings.namespace, "standing by until this replica holds the Lease");
@@ -261,6 +275,8 @@ pub async fn run_until(
     systemd::stopping();
     let grace = sup.config.borrow().daemon.shutdown_timeout;
     sup.shutdown(&mut channels, grace).await;
+    notify_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(3), notify_worker).await;
     match tokio::time::timeout(Duration::from_secs(2), http).await {
         Ok(Ok(Err(e))) => return Err(DaemonError::Http(e)),
         Ok(_) => {}

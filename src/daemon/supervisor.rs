@@ -62,6 +62,8 @@ struct WatchRuntime {
     machine: Machine,
     baselines: BTreeMap<String, (String, Baseline)>,
     running: Running,
+    /// What the last Kubernetes undo restored, by rollback id.
+    undo: Option<(String, kubernetes::act::UndoDetail)>,
 }
 
 pub struct Channels {
@@ -88,6 +90,7 @@ pub struct Supervisor {
     host: String,
     coalescer_seen: (u64, u64),
     journal_view: BTreeMap<String, JournalView>,
+    outbox: crate::notify::Outbox,
 }
 
 #[derive(Default)]
@@ -132,6 +135,7 @@ pub struct Parts {
     pub probes: watch::Sender<Arc<Probes>>,
     pub reports: mpsc::Sender<Report>,
     pub answers: mpsc::Sender<Answer>,
+    pub outbox: crate::notify::Outbox,
 }
 
 pub(super) fn hostname() -> String {
@@ -161,6 +165,7 @@ impl Supervisor {
             host: hostname(),
             coalescer_seen: (0, 0),
             journal_view: BTreeMap::new(),
+            outbox: p.outbox,
         }
     }
 
@@ -409,6 +414,7 @@ impl Supervisor {
                 machine,
                 baselines,
                 running,
+                undo: None,
             },
         );
         if resume {
@@ -464,6 +470,9 @@ impl Supervisor {
             let _ = self.append(&a.watch, v);
         }
         if let (Some(d), Input::Acted { rollback_id, .. }) = (&a.undo, &a.input) {
+            if let Some(rt) = self.watches.get_mut(&a.watch) {
+                rt.undo = Some((rollback_id.clone(), d.clone()));
+            }
             let v = serde_json::json!({
                 "event": "undo_patch",
                 "rollback_id": rollback_id,
@@ -631,9 +640,11 @@ impl Supervisor {
         self.append(name, v)
     }
 
-    /// Tells people. Delivery through Slack, email and webhooks comes with
-    /// the outbox; until then the event is logged where people look.
+    /// Tells people: logs the event, and queues it in the outbox for the
+    /// watch's notifiers (a durable local write; delivery is the outbox
+    /// worker's, never waited for here).
     fn notify(&mut self, name: &str, r: &Record) {
+        self.enqueue_notification(name, r);
         let event = r.event.as_str();
         let revision = r.revision.as_ref().map(|rev| rev.id.as_str()).unwrap_or("");
         let target = self
@@ -662,6 +673,29 @@ impl Supervisor {
             }
             _ => warn!(watch = %name, %target, revision, event, reason, "watch event"),
         }
+    }
+
+    fn enqueue_notification(&self, name: &str, r: &Record) {
+        let cfg = self.config.borrow().clone();
+        let rt = self.watches.get(name);
+        let cx = crate::notify::Context {
+            host: &self.host,
+            watch: rt.map(|rt| &*rt.def),
+            sources: &cfg.prometheus,
+            timings: crate::notify::Timings::of(
+                r,
+                rt.and_then(|rt| rt.machine.last_rollback.as_ref()),
+            ),
+            redactor: &self.shared.redactor,
+            images: rt.and_then(|rt| rt.undo.as_ref()).and_then(|(id, d)| {
+                (r.rollback_id.as_ref() == Some(id) && !d.to_images.is_empty())
+                    .then(|| (d.from_images.clone(), d.to_images.clone()))
+            }),
+        };
+        let notifiers = rt
+            .map(|rt| rt.def.settings.notify.as_slice())
+            .unwrap_or(&[]);
+        tokio::task::block_in_place(|| self.outbox.record(r, &cx, notifiers));
     }
 
     fn persist(&mut self, name: &str) -> std::io::Result<()> {
@@ -831,6 +865,7 @@ impl Supervisor {
             .config_last_reload_success
             .set(super::epoch_secs(now));
         self.record(cause, Vec::new());
+        self.outbox.config_accepted();
         self.publish_counts();
         // Logged once applied: whoever reads this line sees the new state.
         if d.is_noop() && logging.is_empty() {
@@ -862,8 +897,29 @@ impl Supervisor {
             errors = errors.len(),
             "configuration rejected; the last good configuration keeps running"
         );
+        self.notify_rejected(cause, &errors);
         self.record(cause, errors);
         systemd::ready(&self.status_line());
+    }
+
+    /// `config_rejected` goes to every notifier the running watches use
+    /// (all of them when no watch names one): it has no watch of its own.
+    fn notify_rejected(&self, cause: &str, errors: &[String]) {
+        let cfg = self.config.borrow().clone();
+        let mut to: Vec<String> = cfg
+            .watches
+            .iter()
+            .flat_map(|w| w.settings.notify.iter().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if to.is_empty() {
+            to = cfg.notifiers.keys().cloned().collect();
+        }
+        tokio::task::block_in_place(|| {
+            self.outbox
+                .config_rejected(&self.host, cause, errors, &to, &self.shared.redactor)
+        });
     }
 }
 

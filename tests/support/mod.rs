@@ -2,6 +2,8 @@
 //! free port, collects its JSON log lines, and talks HTTP to it.
 #![allow(dead_code)]
 
+pub mod receivers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
