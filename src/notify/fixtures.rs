@@ -124,6 +124,7 @@ pub fn record(event: EventKind, ts: u64) -> Record {
             id: "7".into(),
             since: T0 - 240_000,
             origin: Origin::Rollout,
+            definite: false,
         }),
         checks: checks(),
     }
