@@ -191,24 +191,3 @@ fn a_log_level_flag_that_is_not_a_level_is_refused() {
         "error: --log-level: \"log_level\": \"warning\" is not a level (did you mean \"warn\"?)\n"
     );
 }
-
-#[test]
-fn leader_election_is_refused_until_it_is_supported() {
-    let dir = tempfile::tempdir().unwrap();
-    let main = dir.path().join("rollbackd.toml");
-    std::fs::write(
-        &main,
-        "[daemon]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\n[kubernetes]\nleader_election = { lease = \"rollbackd\", namespace = \"ops\" }\n",
-    )
-    .unwrap();
-    let (code, _, err) = run(&["run", "-c", main.to_str().unwrap()], &[]);
-    assert_eq!(code, Some(2));
-    assert!(
-        err.contains("kubernetes.leader_election is not supported by this version"),
-        "{err}"
-    );
-    assert!(
-        !dir.path().join("state").exists(),
-        "refused before touching the state directory"
-    );
-}

@@ -649,3 +649,128 @@ fn with_leader_election_only_the_lease_holder_acts_and_a_standby_takes_over() {
     assert_eq!(finished(&lab.path("state-b"))[0]["outcome"], "recovered");
     assert_eq!(lab.image("web"), "web:v1");
 }
+
+#[test]
+fn without_a_reachable_api_server_a_replica_with_leader_election_stands_by() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("kubeconfig"),
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: gone\n  cluster:\n    server: http://127.0.0.1:9\ncontexts:\n- name: gone\n  context:\n    cluster: gone\n    user: u\ncurrent-context: gone\nusers:\n- name: u\n  user:\n    token: t\n",
+    )
+    .unwrap();
+    let main = dir.path().join("rollbackd.toml");
+    std::fs::write(
+        &main,
+        "[daemon]\nstate_dir = \"state\"\nlisten = \"127.0.0.1:0\"\n[kubernetes]\nkubeconfig = \"kubeconfig\"\nrequest_timeout = \"1s\"\nleader_election = { lease = \"rollbackd\", namespace = \"ops\", lease_duration = \"3s\" }\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&main, &[]);
+    assert!(wait_until(Duration::from_secs(10), || d.get("/readyz").0 == 200));
+    let (_, body) = d.get("/readyz");
+    assert!(
+        body.contains("standby") && body.contains("ops/rollbackd"),
+        "{body}"
+    );
+    assert_eq!(d.metric("rollbackd_leader"), Some(0.0));
+    assert!(
+        wait_until(Duration::from_secs(10), || d
+            .find_log("the Lease cannot be read or written")
+            .is_some()),
+        "{}",
+        d.logs().join("\n")
+    );
+    assert_eq!(d.status()["leader"], false);
+}
+
+#[test]
+fn dry_run_proves_the_undo_with_the_api_servers_dry_run_and_changes_nothing() {
+    let lab = Lab::new();
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    lab.configure("web", "dry_run = true");
+    let d = lab.start();
+    lab.set_image("web", "web:v2-bad", "deploy v2");
+    assert!(
+        wait_until(Duration::from_secs(20), || count(
+            &lab.state(),
+            "would_roll_back"
+        ) > 0),
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    let generation =
+        lab.sim.cluster.get("deployments", NS, "web").unwrap()["metadata"]["generation"].clone();
+    std::thread::sleep(Duration::from_secs(2));
+    let w = events(&lab.state())
+        .into_iter()
+        .find(|e| e["event"] == "would_roll_back")
+        .unwrap();
+    assert_eq!(w["from_revision"], "2");
+    assert_eq!(w["to_revision"], "1", "the revision it would restore");
+    assert!(
+        w["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("dry run: would roll back"),
+        "{w}"
+    );
+    let after = lab.sim.cluster.get("deployments", NS, "web").unwrap();
+    assert_eq!(
+        after["metadata"]["generation"], generation,
+        "nothing changed"
+    );
+    assert_eq!(lab.image("web"), "web:v2-bad");
+    assert!(after["metadata"]["annotations"]["rollbackd.io/rollback"].is_null());
+    assert_eq!(count(&lab.state(), "rollback_started"), 0);
+    assert_eq!(count(&lab.state(), "would_roll_back"), 1, "said once");
+}
+
+#[test]
+fn a_paused_deployment_or_one_without_history_is_escalated_not_touched() {
+    let lab = Lab::new();
+    // Paused mid-rollout, as `kubectl rollout pause` leaves it.
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    lab.set_image("web", "web:v2-bad", "deploy v2");
+    std::thread::sleep(Duration::from_millis(300));
+    lab.sim
+        .cluster
+        .patch_deployment(
+            NS,
+            "web",
+            "application/merge-patch+json",
+            br#"{"spec":{"paused":true}}"#,
+            false,
+        )
+        .unwrap();
+    // A first deploy that fails: there is nothing to go back to.
+    lab.sim
+        .cluster
+        .create_deployment(NS, "api", "api:v1-bad", 3, 1);
+    lab.configure("web", "arm = \"always\"\nrollout_timeout = \"2s\"");
+    lab.configure("api", "");
+    let d = lab.start();
+    let escalated = |w: &str| {
+        events(&lab.state())
+            .into_iter()
+            .find(|e| e["event"] == "escalated" && e["watch"] == w)
+    };
+    assert!(
+        wait_until(Duration::from_secs(20), || escalated("web").is_some()
+            && escalated("api").is_some()),
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    let web = escalated("web").unwrap();
+    assert!(web["reason"].as_str().unwrap().contains("paused"), "{web}");
+    let api = escalated("api").unwrap();
+    assert!(
+        api["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no earlier revision"),
+        "{api}"
+    );
+    assert_eq!(count(&lab.state(), "rollback_started"), 0);
+    assert_eq!(lab.image("web"), "web:v2-bad");
+}

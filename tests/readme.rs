@@ -110,3 +110,21 @@ fn every_key_the_readme_tables_document_exists() {
         "README.md documents keys the loader does not read: {unknown:?}"
     );
 }
+
+#[test]
+fn the_first_commands_are_the_demo_and_the_ci_script() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let block = readme
+        .split("## Two commands")
+        .nth(1)
+        .and_then(|s| s.split("```sh\n").nth(1))
+        .and_then(|s| s.split("```").next())
+        .expect("a sh block under \"Two commands\"");
+    let commands: Vec<&str> = block
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    assert_eq!(commands, ["cargo run --release -- demo", ".ci/run"]);
+    assert!(std::path::Path::new(".ci/run").exists());
+}

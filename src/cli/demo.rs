@@ -302,6 +302,12 @@ async fn tell(global: &Global, dir: &Path, n: &Narrator) -> Result<Exit, String>
                     patch.saturating_sub(fail),
                     done.saturating_sub(patch)
                 );
+                if let Some(decided) = story.decided {
+                    println!(
+                        "From the decision to the undo request (re-read, journal, undo): {} ms.",
+                        patch.saturating_sub(decided)
+                    );
+                }
             }
             println!(
                 "Run it for real: rollbackd check -c /etc/rollbackd/rollbackd.toml && rollbackd run"
@@ -396,6 +402,7 @@ struct Story {
     evaluations: u64,
     good_passes: u32,
     first_fail: Option<u64>,
+    decided: Option<u64>,
     patched: Option<u64>,
     finished: Option<(String, u64)>,
     last_image: Option<String>,
@@ -493,7 +500,13 @@ impl Story {
         match e["event"].as_str()? {
             "armed" => n.say(&format!("revision {rev} rolled out: the watch is armed (a rollback is allowed for 10m)")),
             "revision_observed" => n.say(&format!("revision {rev} is a rollback (a template that came back): it never arms")),
-            "decided" => n.say(&format!("threshold reached: re-reading deployment/web before acting ({reason})")),
+            "decided" => {
+                self.decided = e["ts"]
+                    .as_str()
+                    .and_then(|t| t.parse::<jiff::Timestamp>().ok())
+                    .and_then(|t| u64::try_from(t.as_millisecond()).ok());
+                n.say(&format!("threshold reached: re-reading deployment/web before acting ({reason})"));
+            }
             "rollback_started" => n.say(&format!("rollback started: undoing revision {} (journaled first)", e["from_revision"].as_str().unwrap_or("?"))),
             "undo_patch" => {
                 let to = e["to_images"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default();
