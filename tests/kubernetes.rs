@@ -774,3 +774,55 @@ fn a_paused_deployment_or_one_without_history_is_escalated_not_touched() {
     assert_eq!(count(&lab.state(), "rollback_started"), 0);
     assert_eq!(lab.image("web"), "web:v2-bad");
 }
+
+#[test]
+fn a_rollback_journaled_but_never_sent_is_not_sent_after_a_restart() {
+    // The daemon died between journaling `rollback_started` and the patch:
+    // the journal says a rollback is under way; the workload has no mark.
+    let lab = Lab::new();
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    let revision = |lab: &Lab| {
+        lab.sim.cluster.get("deployments", NS, "web").unwrap()["metadata"]["annotations"]
+            ["deployment.kubernetes.io/revision"]
+            .clone()
+    };
+    assert!(wait_until(Duration::from_secs(5), || revision(&lab) == "1"));
+    lab.set_image("web", "web:v2-bad", "deploy v2");
+    assert!(wait_until(Duration::from_secs(5), || revision(&lab) == "2"));
+    lab.configure("web", "");
+    std::fs::create_dir_all(lab.state()).unwrap();
+    std::fs::write(
+        lab.state().join("journal.jsonl"),
+        "{\"ts\":\"2026-11-21T10:00:00Z\",\"event\":\"rollback_started\",\"watch\":\"web\",\"rollback_id\":\"web-1\",\"from_revision\":\"2\",\"trigger\":\"auto\"}\n",
+    )
+    .unwrap();
+    let started = std::time::Instant::now();
+    let d = lab.start();
+    assert!(
+        wait_until(Duration::from_secs(15), || !finished(&lab.state())
+            .is_empty()),
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "not after rollout_timeout"
+    );
+    let f = &finished(&lab.state())[0];
+    assert_eq!(f["rollback_id"], "web-1");
+    assert_eq!(f["outcome"], "rollout_failed", "{f}");
+    assert!(
+        f["reason"].as_str().unwrap().contains("never applied"),
+        "{f}"
+    );
+    assert_eq!(
+        count(&lab.state(), "escalated"),
+        1,
+        "{:#?}",
+        events(&lab.state())
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.image("web"), "web:v2-bad", "a person decides");
+    assert_eq!(count(&lab.state(), "rollback_started"), 1);
+}

@@ -1148,7 +1148,9 @@ async fn execute_kubernetes(
             )
         }
         Effect::WaitRollout { rollback_id, from } => {
-            let result = kubernetes::act::wait(&handle, &from, def.settings.rollout_timeout).await;
+            let result =
+                kubernetes::act::wait(&handle, &rollback_id, &from, def.settings.rollout_timeout)
+                    .await;
             answer(
                 Input::RolledOut {
                     rollback_id,

@@ -218,8 +218,11 @@ async fn undo_once(
 const POLL: Duration = Duration::from_millis(500);
 
 /// Waits as `kubectl rollout status` does, bounded by `timeout`, for the
-/// workload to move off `from` and finish rolling out.
-pub async fn wait(h: &Handle, from: &str, timeout: Duration) -> RolloutResult {
+/// workload to move off `from` and finish rolling out. A workload whose
+/// controller has seen its spec, still at `from` and without this
+/// rollback's mark, never got the undo (the daemon stopped between the
+/// journal and the patch): that is said at once, not after `timeout`.
+pub async fn wait(h: &Handle, rollback_id: &str, from: &str, timeout: Duration) -> RolloutResult {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let last = match h.read(h.timeout).await {
@@ -233,6 +236,12 @@ pub async fn wait(h: &Handle, from: &str, timeout: Duration) -> RolloutResult {
                     RolloutStatus::DeadlineExceeded(m) => return RolloutResult::Failed(m),
                     RolloutStatus::Waiting(m) => m,
                 },
+                Some(_) if Mark::of(&obj).is_none_or(|m| m.rollback_id != rollback_id) => {
+                    return RolloutResult::Failed(format!(
+                        "the undo was never applied: {} is still at revision {from} without this rollback's mark (the daemon stopped before sending it); not sending it now, a person decides",
+                        h.describe()
+                    ));
+                }
                 Some(_) => {
                     format!("still at revision {from}: the undo has not reached the controller")
                 }
