@@ -889,6 +889,9 @@ impl Supervisor {
     }
 
     fn reject(&mut self, cause: &'static str, errors: Vec<String>) {
+        // Recorded before it is logged: whoever reads the log line finds
+        // the rejection in /status too.
+        self.record(cause, errors.clone());
         for e in &errors {
             warn!(cause, error = %e, "configuration error");
         }
@@ -898,7 +901,6 @@ impl Supervisor {
             "configuration rejected; the last good configuration keeps running"
         );
         self.notify_rejected(cause, &errors);
-        self.record(cause, errors);
         systemd::ready(&self.status_line());
     }
 
