@@ -246,17 +246,6 @@ async fn tell(global: &Global, dir: &Path, n: &Narrator) -> Result<Exit, String>
         if Instant::now() > deadline {
             break None;
         }
-        for line in tail.lines() {
-            if let Some(outcome) = story.journal(n, &line) {
-                story.finished = Some((outcome, wall_ms()));
-            }
-        }
-        while let Ok(ev) = changes.try_recv() {
-            story.api_change(n, &ev);
-        }
-        while let Ok(v) = notifications.try_recv() {
-            story.notification(n, &v);
-        }
         // /status dates evaluations to the second: the evaluation counter
         // says when there is a new one, and when (to the poll) it was made.
         let evaluations = match http.get(format!("{base}/metrics")).send().await {
@@ -269,6 +258,17 @@ async fn tell(global: &Global, dir: &Path, n: &Narrator) -> Result<Exit, String>
         {
             story.evaluations = evaluations;
             story.status(n, &v["watches"][0]);
+        }
+        for line in tail.lines() {
+            if let Some(outcome) = story.journal(n, &line) {
+                story.finished = Some((outcome, wall_ms()));
+            }
+        }
+        while let Ok(ev) = changes.try_recv() {
+            story.api_change(n, &ev);
+        }
+        while let Ok(v) = notifications.try_recv() {
+            story.notification(n, &v);
         }
         if story.phase == Act::Good && story.good_passes >= 3 && next_deploy.is_none() {
             next_deploy = Some(Instant::now());

@@ -82,37 +82,41 @@ impl Elector {
         let mut last_renewal = Instant::now();
         let mut last_error: Option<String> = None;
         loop {
-            let api = match self.connector.client(None).await {
-                Ok(c) => Some(Api::<Lease>::namespaced(c, &self.settings.namespace)),
+            let attempt = Instant::now();
+            // A round never outlasts the renew deadline: a holder whose API
+            // calls hang stops acting before a standby may take over.
+            let budget = if leading {
+                renew_deadline.saturating_sub(last_renewal.elapsed())
+            } else {
+                renew_deadline
+            };
+            let round = tokio::time::timeout(budget, self.round(&mut observed)).await;
+            let outcome = match round {
+                Ok(Ok(held)) => {
+                    last_error = None;
+                    if held {
+                        // From when the request left: the Lease says so.
+                        last_renewal = attempt;
+                    }
+                    Ok(held)
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(format!(
+                    "no answer within {}",
+                    humantime::format_duration(budget)
+                )),
+            };
+            let held = match outcome {
+                Ok(held) => held,
                 Err(e) => {
                     if last_error.as_deref() != Some(e.as_str()) {
-                        warn!(error = %e, "leader election cannot reach Kubernetes");
+                        warn!(error = %e, lease = %self.settings.lease, "leader election: the Lease cannot be read or written");
                         last_error = Some(e);
                     }
-                    None
+                    // A holder keeps leading until its renew deadline.
+                    leading && last_renewal.elapsed() < renew_deadline
                 }
             };
-            let held = match &api {
-                Some(api) => match self.try_acquire_or_renew(api, &mut observed).await {
-                    Ok(held) => {
-                        last_error = None;
-                        held
-                    }
-                    Err(e) => {
-                        let e = e.to_string();
-                        if last_error.as_deref() != Some(e.as_str()) {
-                            warn!(error = %e, lease = %self.settings.lease, "leader election: the Lease cannot be read or written");
-                            last_error = Some(e);
-                        }
-                        // A holder keeps leading until its renew deadline.
-                        leading && last_renewal.elapsed() < renew_deadline
-                    }
-                },
-                None => leading && last_renewal.elapsed() < renew_deadline,
-            };
-            if held && last_error.is_none() {
-                last_renewal = Instant::now();
-            }
             if held != leading {
                 leading = held;
                 if leading {
@@ -144,6 +148,19 @@ impl Elector {
         {
             self.release(api, observed).await;
         }
+    }
+
+    /// Connects (once) and runs one round.
+    async fn round(&self, observed: &mut Option<Observed>) -> Result<bool, String> {
+        let client = self
+            .connector
+            .client(None)
+            .await
+            .map_err(|e| format!("cannot reach Kubernetes: {e}"))?;
+        let api = Api::<Lease>::namespaced(client, &self.settings.namespace);
+        self.try_acquire_or_renew(&api, observed)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// One round of client-go's `tryAcquireOrRenew`; true if we hold it.

@@ -324,6 +324,25 @@ impl Loop {
     async fn evaluate(&mut self) -> Evaluation {
         let probes = self.shared.probes.borrow().clone();
         let at = now_ms();
+        // What the evaluation is about, read once at its start: the engine
+        // drops it if the revision changes before it is answered.
+        let snapshot = self.feed.as_ref().map(|f| f.borrow().clone());
+        // The freshest word on it: the version this loop just read, or the
+        // revision the target's watch reported (both reach the engine
+        // before this evaluation does), else the engine's own.
+        let observed = match &snapshot {
+            Some(s) => s
+                .as_ref()
+                .and_then(|s| s.current.as_ref())
+                .map(|c| c.revision.id.clone()),
+            None => self.last_version.clone(),
+        };
+        let revision_at_start = observed.or_else(|| {
+            self.revision
+                .read()
+                .ok()
+                .and_then(|r| r.as_ref().map(|r| r.id.clone()))
+        });
         let w = self.watch.clone();
         let mut futures: Vec<
             std::pin::Pin<Box<dyn std::future::Future<Output = CheckResult> + Send + '_>>,
@@ -361,13 +380,12 @@ impl Loop {
             futures.push(Box::pin(async move { r }));
         }
         let mut checks = futures_util::future::join_all(futures).await;
-        if let Some(feed) = &self.feed
+        if let Some(snap) = snapshot
             && w.settings.rollout_check
         {
-            let snap = feed.borrow().clone();
             checks.push(observe::rollout_check(
                 snap.as_ref(),
-                now_ms(),
+                at,
                 w.settings.rollout_timeout,
             ));
         }
@@ -376,7 +394,9 @@ impl Loop {
                 debug!(check = %c.name, detail = %c.detail, "check inconclusive");
             }
         }
-        Evaluation::new(at, checks)
+        let mut e = Evaluation::new(at, checks);
+        e.revision = revision_at_start;
+        e
     }
 
     async fn prometheus_check(&self, check: &PrometheusCheck, probes: Arc<Probes>) -> CheckResult {

@@ -47,6 +47,9 @@ pub struct Answer {
     output: Option<command::Run>,
     /// What a Kubernetes undo restored, for the journal and reports.
     undo: Option<kubernetes::act::UndoDetail>,
+    /// The leadership term the action ran in: answers of an earlier term
+    /// are dropped.
+    term: u64,
 }
 
 /// What `watches/NAME.json` holds.
@@ -91,6 +94,10 @@ pub struct Supervisor {
     coalescer_seen: (u64, u64),
     journal_view: BTreeMap<String, JournalView>,
     outbox: crate::notify::Outbox,
+    /// Leadership terms so far; actions carry theirs.
+    term: u64,
+    /// Cancelled when the leadership is lost: actions in flight stop.
+    actions: CancellationToken,
 }
 
 #[derive(Default)]
@@ -166,6 +173,8 @@ impl Supervisor {
             coalescer_seen: (0, 0),
             journal_view: BTreeMap::new(),
             outbox: p.outbox,
+            term: 0,
+            actions: CancellationToken::new(),
         }
     }
 
@@ -307,6 +316,9 @@ impl Supervisor {
         if self.shared.leader.swap(leader, Ordering::AcqRel) == leader {
             return;
         }
+        self.term += 1;
+        self.actions.cancel();
+        self.actions = CancellationToken::new();
         self.shared.metrics.leader.set(i64::from(leader));
         if leader {
             self.start();
@@ -455,6 +467,10 @@ impl Supervisor {
 
     fn on_answer(&mut self, a: Answer) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if a.term != self.term {
+            debug!(watch = %a.watch, "dropping the answer of an action from an earlier leadership term");
+            return;
+        }
         if let Some(run) = &a.output {
             let mut v = serde_json::json!({
                 "event": "command_output",
@@ -586,6 +602,7 @@ impl Supervisor {
                         },
                         output: None,
                         undo: None,
+                        term: self.term,
                     });
                 }
                 action => self.act(name, action),
@@ -724,10 +741,21 @@ impl Supervisor {
         let answers = self.answers.clone();
         let kube = self.probes.borrow().kube.clone();
         self.in_flight += 1;
+        let (term, cancel) = (self.term, self.actions.clone());
+        let watch = name.to_owned();
         let span = tracing::info_span!("rollback", watch = %name, target = %def.target);
         tokio::spawn(tracing::Instrument::instrument(
             async move {
-                let answer = execute(&def, &kube, effect).await;
+                // Leadership lost: the action stops where it is; the new
+                // leader reads the workload afresh.
+                let mut answer = tokio::select! {
+                    a = execute(&def, &kube, effect) => a,
+                    _ = cancel.cancelled() => {
+                        warn!("leadership lost: abandoning the action in flight");
+                        unreachable_effect(&watch)
+                    }
+                };
+                answer.term = term;
                 let _ = answers.send(answer).await;
             },
             span,
@@ -933,13 +961,16 @@ async fn execute(def: &Watch, kube: &Arc<kubernetes::Connector>, effect: Effect)
         input,
         output,
         undo: None,
+        term: 0,
     };
     let c = match &def.target {
         Target::Command(c) => c,
         Target::Kubernetes(k) => return execute_kubernetes(def, k, kube, effect).await,
     };
     match effect {
-        Effect::Recheck { rollback_id, from } => {
+        Effect::Recheck {
+            rollback_id, from, ..
+        } => {
             let result = match &c.current {
                 None => Recheck::Proceed,
                 Some(argv) => {
@@ -1076,6 +1107,7 @@ fn unreachable_effect(watch: &str) -> Answer {
         input: Input::Tick,
         output: None,
         undo: None,
+        term: 0,
     }
 }
 
@@ -1092,6 +1124,7 @@ async fn execute_kubernetes(
         input,
         output: None,
         undo,
+        term: 0,
     };
     let handle = match kube.client(target.context.as_deref()).await {
         Ok(client) => kubernetes::Handle {
@@ -1128,8 +1161,11 @@ async fn execute_kubernetes(
         }
     };
     match effect {
-        Effect::Recheck { rollback_id, from } => {
-            let avoid: Vec<String> = Vec::new();
+        Effect::Recheck {
+            rollback_id,
+            from,
+            avoid,
+        } => {
             let result = kubernetes::act::recheck(&handle, &from, &avoid).await;
             answer(
                 Input::Rechecked {

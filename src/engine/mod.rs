@@ -334,6 +334,13 @@ impl Machine {
     }
 
     fn on_evaluation(&mut self, now: Millis, ev: Evaluation, fx: &mut Vec<Effect>) {
+        // Begun under an earlier revision and answered after a new one
+        // appeared: it measured the old one, and says nothing of this one.
+        if let (Some(of), Some(current)) = (ev.revision.as_deref(), self.current_id())
+            && of != current
+        {
+            return;
+        }
         let verdict = ev.verdict;
         let failing: Vec<CheckResult> = ev
             .checks
@@ -462,6 +469,7 @@ impl Machine {
         fx.push(Effect::Recheck {
             rollback_id: rollback_id.clone(),
             from: from.clone(),
+            avoid: self.bad_revisions.iter().cloned().collect(),
         });
         self.phase = Phase::Deciding { rollback_id, from };
     }

@@ -1263,3 +1263,18 @@ fn a_revision_the_adapter_knows_is_new_ends_an_undo_in_flight_as_a_conflict_and_
     ));
     assert!(!has(&fx, "journal:rollback_finished"), "{fx:?}");
 }
+
+#[test]
+fn an_evaluation_begun_under_an_earlier_revision_does_not_count_for_the_new_one() {
+    let mut m = machine();
+    m.step(0, rollout("7", 0));
+    let of = |rev: &str| {
+        let mut e = Evaluation::new(MIN, vec![check(Fail)]);
+        e.revision = Some(rev.into());
+        Input::Evaluation(e)
+    };
+    m.step(MIN, of("6"));
+    assert_eq!(m.streak, 0, "it measured revision 6");
+    m.step(MIN, of("7"));
+    assert_eq!(m.streak, 1);
+}

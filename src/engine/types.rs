@@ -166,6 +166,9 @@ pub struct Evaluation {
     pub at: Millis,
     pub verdict: Verdict,
     pub checks: Vec<CheckResult>,
+    /// The revision the watch believed current when the evaluation began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
 }
 
 impl Evaluation {
@@ -182,6 +185,7 @@ impl Evaluation {
         Self {
             at,
             verdict,
+            revision: None,
             checks,
         }
     }
@@ -265,8 +269,13 @@ pub struct Order {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
-    /// Re-read the target and answer with [`Input::Rechecked`].
-    Recheck { rollback_id: String, from: String },
+    /// Re-read the target and answer with [`Input::Rechecked`]; `avoid`
+    /// are the revisions never to roll into (none left means no previous).
+    Recheck {
+        rollback_id: String,
+        from: String,
+        avoid: Vec<String>,
+    },
     /// Undo, answering with [`Input::Acted`].
     Rollback(Order),
     /// Wait for the rollout, answering with [`Input::RolledOut`].

@@ -64,6 +64,8 @@ pub async fn recheck(h: &Handle, from: &str, avoid: &[String]) -> Recheck {
     }
     match workload::choose(obj.kind(), obj.name(), &history, None, avoid) {
         Ok(_) => Recheck::Proceed,
+        // Earlier revisions exist, but each was rolled away from once.
+        Err(Refusal::NoPrevious(m)) if history.len() >= 2 => Recheck::Refused(m),
         Err(Refusal::NoPrevious(_) | Refusal::NotFound(_)) => Recheck::NoPrevious,
         Err(r) => Recheck::Refused(r.message().to_owned()),
     }
@@ -227,15 +229,48 @@ pub async fn wait(h: &Handle, rollback_id: &str, from: &str, timeout: Duration) 
     loop {
         let last = match h.read(h.timeout).await {
             Ok((obj, history)) => match obj.current(&history) {
-                Some(cur) if cur.number.to_string() != from => match obj.rollout_status() {
-                    RolloutStatus::Complete(_) | RolloutStatus::Unsupported(_) => {
-                        let mut rev = super::observe::revision_of(cur, now_ms());
-                        rev.origin = Origin::Rollback;
-                        return RolloutResult::Complete(Some(rev));
+                Some(cur) if cur.number.to_string() != from => {
+                    let mark = Mark::of(&obj).filter(|m| m.rollback_id == rollback_id);
+                    let ours = mark
+                        .as_ref()
+                        .is_some_and(|m| m.to == cur.number.to_string());
+                    if !ours {
+                        // Someone else's deploy: the watch reports it and the
+                        // engine ends this rollback as a conflict.
+                        format!(
+                            "revision {} is not the one this rollback restored",
+                            cur.number
+                        )
+                    } else {
+                        match obj.rollout_status() {
+                            RolloutStatus::Complete(_) => {
+                                let mut rev = super::observe::revision_of(cur, now_ms());
+                                rev.origin = Origin::Rollback;
+                                return RolloutResult::Complete(Some(rev));
+                            }
+                            RolloutStatus::Unsupported(m) => {
+                                return RolloutResult::Failed(format!(
+                                    "{m}: the restored revision's pods are replaced only as they are deleted; verify by hand"
+                                ));
+                            }
+                            RolloutStatus::DeadlineExceeded(m) => {
+                                let patched = mark
+                                    .as_ref()
+                                    .and_then(|m| m.at.parse::<jiff::Timestamp>().ok());
+                                match (obj.deadline_exceeded_at(), patched) {
+                                    // The bad rollout's condition, not yet
+                                    // replaced by the controller.
+                                    (Some(at), Some(patched)) if at < patched => {
+                                        "the previous rollout's deadline condition is still set"
+                                            .into()
+                                    }
+                                    _ => return RolloutResult::Failed(m),
+                                }
+                            }
+                            RolloutStatus::Waiting(m) => m,
+                        }
                     }
-                    RolloutStatus::DeadlineExceeded(m) => return RolloutResult::Failed(m),
-                    RolloutStatus::Waiting(m) => m,
-                },
+                }
                 Some(_) if Mark::of(&obj).is_none_or(|m| m.rollback_id != rollback_id) => {
                     return RolloutResult::Failed(format!(
                         "the undo was never applied: {} is still at revision {from} without this rollback's mark (the daemon stopped before sending it); not sending it now, a person decides",

@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::{
     ControllerRevision, DaemonSet, Deployment, ReplicaSet, StatefulSet,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tracing::{debug, info};
 
@@ -273,10 +273,19 @@ impl Handle {
         let what = format!("list the history of {}", self.describe());
         match obj {
             Object::Deployment(d) => {
-                let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns);
+                // Untyped, so that an undo restores every field of the
+                // template, including those this build does not know.
+                let resource = ApiResource::erase::<ReplicaSet>(&());
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.client.clone(), ns, &resource);
                 let lp = list_params(selector_string(d.spec.as_ref().map(|s| &s.selector)));
                 let list = retry(&what, self.timeout, budget, || api.list(&lp)).await?;
-                Ok(workload::replicaset_history(d, &list.items))
+                let raw: Vec<serde_json::Value> = list
+                    .items
+                    .iter()
+                    .filter_map(|o| serde_json::to_value(o).ok())
+                    .collect();
+                Ok(workload::replicaset_history(d, &raw))
             }
             Object::StatefulSet(s) => {
                 let lp = list_params(selector_string(s.spec.as_ref().map(|s| &s.selector)));

@@ -27,6 +27,11 @@ pub struct Snapshot {
     /// None while the workload is not known to exist.
     pub status: Option<RolloutStatus>,
     pub current: Option<Current>,
+    /// The current revision's rollout completed once: later scaling,
+    /// evictions or drains are no rollout of it.
+    pub completed: bool,
+    /// The controller has seen the latest spec.
+    pub observed: bool,
     /// Why the snapshot may be stale or empty.
     pub problem: Option<String>,
 }
@@ -99,6 +104,13 @@ pub fn rollout_check(
             r.result = Verdict::Inconclusive;
             r.detail = "the target does not exist".into();
         }
+        Some(st) if s.completed => {
+            r.detail = format!("rolled out; now: {}", st.message());
+        }
+        Some(_) if !s.observed => {
+            r.result = Verdict::Inconclusive;
+            r.detail = "the controller has not observed the latest spec yet".into();
+        }
         Some(RolloutStatus::DeadlineExceeded(m)) => {
             r.result = Verdict::Fail;
             r.detail = m.clone();
@@ -140,6 +152,7 @@ pub async fn run<F, Fut>(
         last_key: None,
         history: Vec::new(),
         reported: None,
+        completed: None,
         last_problem: None,
     };
     loop {
@@ -237,6 +250,8 @@ struct Observer {
     last_key: Option<String>,
     history: Vec<HistoryEntry>,
     reported: Option<String>,
+    /// The revision whose rollout was last seen complete.
+    completed: Option<String>,
     last_problem: Option<String>,
 }
 
@@ -281,6 +296,8 @@ impl Observer {
                     at: now_ms(),
                     status: None,
                     current: None,
+                    completed: false,
+                    observed: false,
                     problem: Some(p),
                 })
             }
@@ -337,14 +354,21 @@ impl Observer {
             .as_ref()
             .filter(|c| self.reported.as_deref() != Some(c.revision.id.as_str()))
             .map(|c| c.revision.clone());
+        let id = current.as_ref().map(|c| c.revision.id.clone());
+        if obj.observed() && matches!(status, RolloutStatus::Complete(_)) {
+            self.completed.clone_from(&id);
+        }
+        let completed = id.is_some() && self.completed == id;
         if let Some(r) = &new {
             debug!(revision = %r.id, origin = ?r.origin, "current revision");
             self.reported = Some(r.id.clone());
         }
         self.feed.send_replace(Some(Snapshot {
             at: now,
+            observed: obj.observed(),
             status: Some(status),
             current,
+            completed,
             problem,
         }));
         new
@@ -370,6 +394,8 @@ mod tests {
                 change_cause: None,
                 mark: None,
             }),
+            completed: false,
+            observed: true,
             problem: None,
         }
     }
@@ -396,6 +422,25 @@ mod tests {
         assert_eq!(
             rollout_check(Some(&snap(done, 0)), 10_000_000, t).result,
             Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn a_completed_rollout_is_not_failed_by_later_scaling_or_a_spec_not_yet_observed() {
+        let t = Duration::from_secs(60);
+        let scaling = RolloutStatus::Waiting(
+            "Waiting for deployment \"web\" rollout to finish: 3 of 5 updated replicas are available...".into(),
+        );
+        let mut s = snap(scaling, 0);
+        s.completed = true;
+        assert_eq!(rollout_check(Some(&s), 3_600_000, t).result, Verdict::Pass);
+        let unseen =
+            RolloutStatus::Waiting("Waiting for deployment spec update to be observed...".into());
+        let mut s = snap(unseen, 0);
+        s.observed = false;
+        assert_eq!(
+            rollout_check(Some(&s), 3_600_000, t).result,
+            Verdict::Inconclusive
         );
     }
 

@@ -53,6 +53,9 @@ pub struct HistoryEntry {
     pub created: Option<Millis>,
     /// The pod template, without the `pod-template-hash` label.
     pub template: Option<PodTemplateSpec>,
+    /// The same as the API server sent it: what an undo restores, so that
+    /// fields this build does not know are not dropped on the way back.
+    pub raw_template: Option<Value>,
     pub change_cause: Option<String>,
     /// Every annotation of the entry (a ReplicaSet carries the
     /// Deployment's annotations of the time it was made).
@@ -118,19 +121,37 @@ fn mark_reused(entries: &mut [HistoryEntry]) {
     }
 }
 
-/// The Deployment's history: the ReplicaSets it controls, by revision.
-pub fn replicaset_history(d: &Deployment, sets: &[ReplicaSet]) -> Vec<HistoryEntry> {
+/// The raw template without the `pod-template-hash` label.
+fn raw_without_hash(t: Option<&Value>) -> Option<Value> {
+    let mut t = t?.clone();
+    if let Some(labels) = t
+        .get_mut("metadata")
+        .and_then(|m| m.get_mut("labels"))
+        .and_then(Value::as_object_mut)
+    {
+        labels.remove(HASH_LABEL);
+    }
+    Some(t)
+}
+
+/// The Deployment's history: the ReplicaSets it controls (as the API
+/// server sent them), by revision.
+pub fn replicaset_history(d: &Deployment, sets: &[Value]) -> Vec<HistoryEntry> {
     let uid = d.metadata.uid.as_deref();
     let mut out: Vec<HistoryEntry> = sets
         .iter()
-        .filter(|rs| owned_by(&rs.metadata, uid))
-        .filter_map(|rs| {
+        .filter_map(|raw| {
+            let rs: ReplicaSet = serde_json::from_value(raw.clone()).ok()?;
+            owned_by(&rs.metadata, uid).then_some((rs, raw))
+        })
+        .filter_map(|(rs, raw)| {
             let a = rs.metadata.annotations.clone().unwrap_or_default();
             let number = a.get(REVISION)?.parse::<i64>().ok()?;
             Some(HistoryEntry {
                 number,
                 name: rs.metadata.name.clone().unwrap_or_default(),
                 created: millis(&rs.metadata),
+                raw_template: raw_without_hash(raw.get("spec").and_then(|s| s.get("template"))),
                 template: without_hash(rs.spec.as_ref().and_then(|s| s.template.as_ref())),
                 change_cause: a.get(CHANGE_CAUSE).cloned(),
                 reused: a.contains_key(REVISION_HISTORY),
@@ -157,6 +178,10 @@ pub fn controller_revision_history(
                 name: r.metadata.name.clone().unwrap_or_default(),
                 created: millis(&r.metadata),
                 template: revision_template(r),
+                raw_template: r
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.0.get("spec")?.get("template").cloned()),
                 change_cause: a.get(CHANGE_CAUSE).cloned(),
                 annotations: a.into_iter().collect(),
                 reused: false,
@@ -273,14 +298,34 @@ impl Object {
                 let name = s.status.as_ref()?.update_revision.as_deref()?;
                 history.iter().find(|e| e.name == name)
             }
-            Object::DaemonSet(_) => {
-                let t = self.template()?;
-                history
-                    .iter()
-                    .filter(|e| e.template.as_ref() == Some(t))
-                    .max_by_key(|e| e.number)
-            }
+            // Its controller gives the current template the highest number
+            // (renumbering a reused one), and says nothing else: comparing
+            // templates would trip over defaulting and unknown fields.
+            Object::DaemonSet(_) => history.iter().max_by_key(|e| e.number),
         }
+    }
+
+    /// When a Deployment's `Progressing` condition last said
+    /// `ProgressDeadlineExceeded`; the condition outlives the rollout it was
+    /// about until the controller sees progress.
+    pub fn deadline_exceeded_at(&self) -> Option<jiff::Timestamp> {
+        let Object::Deployment(d) = self else {
+            return None;
+        };
+        d.status
+            .as_ref()?
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| {
+                c.type_ == "Progressing" && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+            .and_then(|c| {
+                c.last_update_time
+                    .as_ref()
+                    .or(c.last_transition_time.as_ref())
+            })
+            .map(|t| t.0)
     }
 
     /// kubectl's `rollout status`, rule for rule (`rollout_status.go`).
@@ -487,10 +532,18 @@ pub fn choose<'a>(
             _ => "no last revision to roll back to".into(),
         }));
     }
+    // A ReplicaSet renumbered since it was rolled away from still carries
+    // its old number in `revision-history`: the same bad template.
+    let bad = |e: &HistoryEntry| {
+        avoid.contains(&e.number.to_string())
+            || e.annotations
+                .get(REVISION_HISTORY)
+                .is_some_and(|h| h.split(',').any(|n| avoid.iter().any(|a| a == n.trim())))
+    };
     sorted[1..]
         .iter()
         .copied()
-        .find(|e| !avoid.contains(&e.number.to_string()))
+        .find(|e| !bad(e))
         .ok_or_else(|| {
             Refusal::NoPrevious(format!(
                 "every earlier revision of {name:?} was already rolled away from once ({})",
@@ -548,6 +601,10 @@ pub fn plan(
                 }
             }
             annotations.insert(ROLLBACK_ANNOTATION.into(), mark_json);
+            let template = to
+                .raw_template
+                .clone()
+                .unwrap_or_else(|| serde_json::to_value(&template).unwrap_or(Value::Null));
             UndoPatch::Json(json!([
                 {"op": "replace", "path": "/spec/template", "value": template},
                 {"op": "add", "path": "/metadata/annotations", "value": annotations},
@@ -555,7 +612,11 @@ pub fn plan(
             ]))
         }
         Object::StatefulSet(_) | Object::DaemonSet(_) => {
-            let mut t = serde_json::to_value(&template).unwrap_or(Value::Null);
+            // The revision's data as stored, as kubectl sends it.
+            let mut t = to
+                .raw_template
+                .clone()
+                .unwrap_or_else(|| serde_json::to_value(&template).unwrap_or(Value::Null));
             t["$patch"] = "replace".into();
             let cause = to
                 .change_cause

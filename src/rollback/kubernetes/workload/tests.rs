@@ -19,23 +19,23 @@ fn dep(generation: i64, observed: i64, status: Value) -> Object {
     })))
 }
 
-fn rs(name: &str, rev: &str, image: &str, created: &str, extra: Value) -> ReplicaSet {
+fn rs(name: &str, rev: &str, image: &str, created: &str, extra: Value) -> Value {
     let mut annotations = json!({REVISION: rev});
     if let Value::Object(m) = extra {
         for (k, v) in m {
             annotations[k] = v;
         }
     }
-    serde_json::from_value(json!({
+    json!({
         "metadata": {"name": name, "namespace": "shop", "creationTimestamp": created,
                      "annotations": annotations,
                      "ownerReferences": [{"apiVersion": "apps/v1", "kind": "Deployment", "name": "web",
                                           "uid": "d-1", "controller": true}]},
         "spec": {"selector": {"matchLabels": {"app": "web"}},
                  "template": {"metadata": {"labels": {"app": "web", HASH_LABEL: name}},
-                              "spec": {"containers": [{"name": "web", "image": image}]}}}
-    }))
-    .unwrap()
+                              "spec": {"containers": [{"name": "web", "image": image,
+                                                       "aFieldOfANewerKubernetes": {"on": true}}]}}}
+    })
 }
 
 fn complete() -> Value {
@@ -202,7 +202,7 @@ fn history() -> Vec<HistoryEntry> {
         "2026-11-21T09:00:00Z",
         json!({}),
     );
-    foreign.metadata.owner_references.as_mut().unwrap()[0].uid = "someone-else".into();
+    foreign["metadata"]["ownerReferences"][0]["uid"] = "someone-else".into();
     replicaset_history(
         &d,
         &[
@@ -343,6 +343,11 @@ fn the_deployment_patch_restores_the_template_and_cause_and_keeps_other_annotati
     assert_eq!(ops[0]["op"], "replace");
     assert_eq!(ops[0]["path"], "/spec/template");
     assert_eq!(ops[0]["value"]["spec"]["containers"][0]["image"], "web:v1");
+    assert_eq!(
+        ops[0]["value"]["spec"]["containers"][0]["aFieldOfANewerKubernetes"],
+        json!({"on": true}),
+        "fields this build does not know are restored too"
+    );
     assert!(
         ops[0]["value"]["metadata"]["labels"]
             .get(HASH_LABEL)
@@ -413,7 +418,7 @@ fn statefulsets_go_back_through_their_controller_revisions() {
                          "ownerReferences": [{"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db", "uid": "s-1", "controller": true}]},
             "revision": n,
             "data": {"spec": {"template": {"$patch": "replace", "metadata": {"labels": {"app": "db"}},
-                                           "spec": {"containers": [{"name": "db", "image": image}]}}}}
+                                           "spec": {"containers": [{"name": "db", "image": image, "aFieldOfANewerKubernetes": 1}]}}}}
         }))
         .unwrap()
     };
@@ -456,4 +461,44 @@ fn statefulsets_go_back_through_their_controller_revisions() {
     assert_eq!(p["metadata"]["resourceVersion"], "7");
     assert_eq!(p["metadata"]["annotations"][CHANGE_CAUSE], "deploy db:v1");
     assert!(p["metadata"]["annotations"][ROLLBACK_ANNOTATION].is_string());
+    assert_eq!(
+        p["spec"]["template"]["spec"]["containers"][0]["aFieldOfANewerKubernetes"], 1,
+        "the revision's data as stored"
+    );
+}
+
+#[test]
+fn a_bad_template_renumbered_by_a_redeploy_is_still_avoided() {
+    let Object::Deployment(d) = dep(2, 2, complete()) else {
+        unreachable!()
+    };
+    // 2 was rolled away from; its template came back as 4 (revision-history
+    // "2"); 3 is the good one restored then; 5 is a new bad rollout.
+    let h = replicaset_history(
+        &d,
+        &[
+            rs(
+                "web-a",
+                "3",
+                "web:v1",
+                "2026-11-21T10:00:00Z",
+                json!({REVISION_HISTORY: "1"}),
+            ),
+            rs(
+                "web-b",
+                "4",
+                "web:v2",
+                "2026-11-21T10:05:00Z",
+                json!({REVISION_HISTORY: "2"}),
+            ),
+            rs("web-c", "5", "web:v3", "2026-11-21T10:09:00Z", json!({})),
+        ],
+    );
+    let k = WorkloadKind::Deployment;
+    assert_eq!(
+        choose(k, "web", &h, None, &[]).unwrap().number,
+        4,
+        "kubectl's choice"
+    );
+    assert_eq!(choose(k, "web", &h, None, &["2".into()]).unwrap().number, 3);
 }
