@@ -284,7 +284,7 @@ pub fn next_steps(e: &Event) -> Vec<String> {
                 "The checks of {w} cannot decide, so it cannot protect the service. Prove its sources answer: `rollbackd check --online`."
             ));
             s.push(format!(
-                "See its last evaluation: `rollbackd status` (watch {w})."
+                "See its last evaluation: `curl -s http://LISTEN/status` (watch {w})."
             ));
             return s;
         }
@@ -293,11 +293,16 @@ pub fn next_steps(e: &Event) -> Vec<String> {
     let recovered = matches!(e.outcome, Some(Outcome::Recovered));
     match e.kind {
         Kind::RollbackStarted => s.push(format!(
-            "Nothing yet: rollbackd is rolling back and will report the outcome. Follow it with `rollbackd status` (watch {w})."
+            "Nothing yet: rollbackd is rolling back and will report the outcome. Follow it with `curl -s http://LISTEN/status` (watch {w})."
         )),
-        Kind::WouldRollBack => s.push(format!(
-            "Dry run: nothing was changed. Roll back by hand if the evidence convinces you: `rollbackd rollback {w} --reason \"...\"`."
-        )),
+        Kind::WouldRollBack => s.push(match &k {
+            Some(k) => format!(
+                "Dry run: nothing was changed. Roll back by hand if the evidence convinces you: `kubectl rollout undo {k}`."
+            ),
+            None => format!(
+                "Dry run: nothing was changed. Roll back by hand, with the watch's rollback command, if the evidence convinces you (watch {w})."
+            ),
+        }),
         _ if recovered => s.push(format!(
             "The service recovered on the previous revision. Revision {} is remembered as bad and is never rolled back to automatically: fix it and deploy a new revision.",
             e.from_revision.as_deref().unwrap_or("?")
@@ -308,9 +313,7 @@ pub fn next_steps(e: &Event) -> Vec<String> {
     }
     if let Some(k) = &k {
         s.push(format!("Rollout state: `kubectl rollout status {k}`"));
-        s.push(format!(
-            "Revisions: `kubectl rollout history {k}` or `rollbackd history {w}`"
-        ));
+        s.push(format!("Revisions: `kubectl rollout history {k}`"));
         if recovered && let Some(from) = &e.from_revision {
             s.push(format!(
                 "To go back to the revision that was rolled away from, deliberately: `kubectl rollout undo {k} --to-revision={from}`"
@@ -322,9 +325,11 @@ pub fn next_steps(e: &Event) -> Vec<String> {
         ));
     }
     if !recovered && e.kind != Kind::RollbackStarted && e.kind != Kind::WouldRollBack {
-        s.push(format!(
-            "Roll back further by hand: `rollbackd history {w}` then `rollbackd rollback {w} --to-revision N`"
-        ));
+        if let Some(k) = &k {
+            s.push(format!(
+                "Roll back further by hand: `kubectl rollout undo {k} --to-revision=N` (N from the history above)"
+            ));
+        }
         s.push(format!(
             "Once fixed, clear the escalation: `curl -X POST -H \"Authorization: Bearer $TOKEN\" http://LISTEN/watches/{w}/reset`"
         ));
