@@ -6,12 +6,13 @@
 //! API server's changes, until the rollback is verified.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Exit, Global};
+use crate::clock::now_ms;
 use crate::config::{self, LogFormat, Redactor};
 use crate::sim::Simulator;
 use crate::telemetry::{Overrides, Telemetry};
@@ -76,13 +77,6 @@ fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
-}
-
-fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 pub fn demo(global: &Global) -> Exit {
@@ -261,7 +255,7 @@ async fn tell(global: &Global, dir: &Path, n: &Narrator) -> Result<Exit, String>
         }
         for line in tail.lines() {
             if let Some(outcome) = story.journal(n, &line) {
-                story.finished = Some((outcome, wall_ms()));
+                story.finished = Some((outcome, now_ms()));
             }
         }
         while let Ok(ev) = changes.try_recv() {
@@ -434,7 +428,7 @@ impl Story {
             Act::Good if result == "pass" => self.good_passes += 1,
             Act::Bad if result == "fail" => {
                 if self.first_fail.is_none() {
-                    self.first_fail = Some(wall_ms());
+                    self.first_fail = Some(now_ms());
                 }
                 n.say(&format!(
                     "evaluation FAILED (streak {}/{}): {}",
@@ -462,7 +456,7 @@ impl Story {
         let mark = d["metadata"]["annotations"]["rollbackd.io/rollback"].as_str();
         if self.last_image.as_deref() != Some(image.as_str()) {
             if let (Some(m), Act::Bad, None) = (mark, self.phase, self.patched) {
-                self.patched = Some(wall_ms());
+                self.patched = Some(now_ms());
                 n.say(&format!(
                     "API server: deployment/web patched back to {image} by rollbackd"
                 ));

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_util::sync::CancellationToken;
@@ -14,19 +14,13 @@ use tracing::{Instrument, debug, warn};
 
 use crate::check::prometheus::{Baseline, Coalescer, Source};
 use crate::check::{Clients, alert, http, prometheus};
+pub use crate::clock::now_ms;
 use crate::config::{Config, PrometheusCheck, Target, Watch};
 use crate::engine::{CheckResult, Evaluation, Millis, Origin, Revision, Verdict};
 use crate::rollback::command;
 use crate::rollback::kubernetes::{self, observe};
 
 use super::metrics::Metrics;
-
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
 
 /// What a watch loop reports to the supervisor.
 #[derive(Debug)]

@@ -11,6 +11,7 @@
 //! email Message-ID), the same on every retry and after a restart; one file
 //! is sent by one task at a time, and removed before it is forgotten.
 
+use crate::clock::now_ms;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -114,13 +115,6 @@ pub struct Outbox {
     /// The errors of the last rejected configuration, so that saving the
     /// same broken file again does not page anyone twice.
     last_rejected: Arc<Mutex<Option<Vec<String>>>>,
-}
-
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
 }
 
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
