@@ -126,20 +126,10 @@ where
             return Err(failure);
         }
         debug!(attempt, error = %failure, "transient API failure; retrying");
-        let jitter = Duration::from_millis(
-            u64::from(jitter_ms(attempt)) % (delay.as_millis() as u64 / 2 + 1),
-        );
+        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
         tokio::time::sleep(delay + jitter).await;
         delay = (delay * 2).min(Duration::from_secs(2));
     }
-}
-
-fn jitter_ms(attempt: u32) -> u32 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    nanos.wrapping_mul(2_654_435_761).wrapping_add(attempt)
 }
 
 /// Clients per context, made on first use and kept: connecting reads
