@@ -52,6 +52,28 @@ fn holder(l: &Lease) -> &str {
         .unwrap_or("")
 }
 
+/// A write of the Lease: held if it went through; lost to another replica
+/// on a conflict (it created or renewed it first).
+fn wrote(
+    observed: &mut Option<Observed>,
+    what: &str,
+    result: Result<Lease, kube::Error>,
+) -> Result<bool, ApiFailure> {
+    match result {
+        Ok(lease) => {
+            *observed = Some(Observed {
+                lease,
+                changed_at: Instant::now(),
+            });
+            Ok(true)
+        }
+        Err(e) => match kubernetes::classify(what, &e) {
+            f if f.is_conflict() => Ok(false),
+            f => Err(f),
+        },
+    }
+}
+
 fn now_micro() -> MicroTime {
     MicroTime(jiff::Timestamp::now())
 }
@@ -184,20 +206,8 @@ impl Elector {
                         },
                         spec: Some(self.spec(0, None)),
                     };
-                    return match api.create(&PostParams::default(), &lease).await {
-                        Ok(l) => {
-                            *observed = Some(Observed {
-                                lease: l,
-                                changed_at: Instant::now(),
-                            });
-                            Ok(true)
-                        }
-                        // Another replica created it first.
-                        Err(e) => match kubernetes::classify("create the Lease", &e) {
-                            f if f.code == Some(409) => Ok(false),
-                            f => Err(f),
-                        },
-                    };
+                    let created = api.create(&PostParams::default(), &lease).await;
+                    return wrote(observed, "create the Lease", created);
                 }
             };
         let changed = observed
@@ -232,19 +242,8 @@ impl Elector {
         next.spec = Some(self.spec(transitions, acquired));
         // The resourceVersion in `next` makes this a compare-and-swap: of
         // two standbys taking over at once, one gets a conflict.
-        match api.replace(name, &PostParams::default(), &next).await {
-            Ok(l) => {
-                *observed = Some(Observed {
-                    lease: l,
-                    changed_at: Instant::now(),
-                });
-                Ok(true)
-            }
-            Err(e) => match kubernetes::classify("update the Lease", &e) {
-                f if f.code == Some(409) => Ok(false),
-                f => Err(f),
-            },
-        }
+        let replaced = api.replace(name, &PostParams::default(), &next).await;
+        wrote(observed, "update the Lease", replaced)
     }
 
     /// Gives the Lease up at shutdown, so a standby takes over at once.

@@ -326,16 +326,26 @@ impl Supervisor {
         }
         let names: Vec<String> = self.watches.keys().cloned().collect();
         for name in names {
-            let _ = self.persist(&name);
-            if let Some(rt) = self.watches.remove(&name) {
-                rt.running.cancel.cancel();
-                if rt.machine.phase != Phase::Watching {
-                    warn!(watch = %name, "lost the leadership while a rollback was in progress; the new leader sees it on the workload (rollbackd.io/rollback) and does not repeat it");
-                }
-            }
-            self.shared.forget(&name);
+            self.retire(
+                &name,
+                "lost the leadership while a rollback was in progress; the new leader sees it on the workload (rollbackd.io/rollback) and does not repeat it",
+            );
         }
         self.journal_view.clear();
+    }
+
+    /// Saves a watch's memory and stops its loop; `in_progress` is said if
+    /// a rollback was under way.
+    fn retire(&mut self, name: &str, in_progress: &str) {
+        // Failures are logged where they happen; nothing here acts on them.
+        let _ = self.persist(name);
+        if let Some(rt) = self.watches.remove(name) {
+            rt.running.cancel.cancel();
+            if rt.machine.phase != Phase::Watching {
+                warn!(watch = %name, "{in_progress}");
+            }
+        }
+        self.shared.forget(name);
     }
 
     /// Starts, restarts and stops watch loops to match `cfg`. Kept watches
@@ -354,15 +364,10 @@ impl Supervisor {
             .cloned()
             .collect();
         for name in gone {
-            // Failures are logged where they happen; nothing here acts on them.
-            let _ = self.persist(&name);
-            if let Some(rt) = self.watches.remove(&name) {
-                rt.running.cancel.cancel();
-                if rt.machine.phase != Phase::Watching {
-                    warn!(watch = %name, "removed while a rollback was in progress; it resumes if the watch comes back");
-                }
-            }
-            self.shared.forget(&name);
+            self.retire(
+                &name,
+                "removed while a rollback was in progress; it resumes if the watch comes back",
+            );
         }
         for (name, def) in wanted {
             match self.watches.get(name) {
