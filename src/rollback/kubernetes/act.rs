@@ -2,20 +2,14 @@
 //! before acting, undo its rollout, and wait for that rollout. Each answers
 //! with a plain outcome for the engine.
 
+use crate::clock::now_ms;
 use std::time::Duration;
 
 use tracing::{debug, info, warn};
 
 use super::workload::{self, Mark, Object, Refusal, RolloutStatus};
 use super::{ApiFailure, Handle};
-use crate::engine::{ActResult, Millis, Order, Origin, Recheck, RolloutResult, Trigger};
-
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
+use crate::engine::{ActResult, Order, Recheck, RolloutResult, Trigger};
 
 /// How long the controller may take to observe a spec before a re-read
 /// gives up on knowing the current revision.
@@ -57,7 +51,7 @@ pub async fn recheck(h: &Handle, from: &str, avoid: &[String]) -> Recheck {
         ));
     };
     if current.number.to_string() != from {
-        return Recheck::Superseded(super::observe::revision_of(current, now_ms()));
+        return Recheck::Superseded(super::observe::revision_of(current, now_ms(), false));
     }
     if obj.paused() {
         return Recheck::Paused;
@@ -244,8 +238,7 @@ pub async fn wait(h: &Handle, rollback_id: &str, from: &str, timeout: Duration) 
                     } else {
                         match obj.rollout_status() {
                             RolloutStatus::Complete(_) => {
-                                let mut rev = super::observe::revision_of(cur, now_ms());
-                                rev.origin = Origin::Rollback;
+                                let rev = super::observe::revision_of(cur, now_ms(), true);
                                 return RolloutResult::Complete(Some(rev));
                             }
                             RolloutStatus::Unsupported(m) => {

@@ -4,6 +4,7 @@
 //! reported at once. The watch is re-established with backoff when the API
 //! server drops it or fails; meanwhile the snapshot says why it is stale.
 
+use crate::clock::now_ms;
 use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
@@ -47,12 +48,13 @@ pub struct Current {
 
 pub type Feed = watch::Receiver<Option<Snapshot>>;
 
-/// The revision the engine is told of: a reused entry (its template came
-/// back: a rollback, by anyone) never arms and dates from now, so that
-/// alerts from the bad period are not held against it; a new one dates
-/// from its creation, which decides after a restart whether it is armed.
-pub fn revision_of(e: &HistoryEntry, now: Millis) -> Revision {
-    if e.reused {
+/// The revision the engine is told of: one a rollback made (`ours`, known
+/// by rollbackd's mark, or a reused entry whose template came back: a
+/// rollback by anyone) never arms and dates from now, so that alerts from
+/// the bad period are not held against it; a new one dates from its
+/// creation, which decides after a restart whether it is armed.
+pub fn revision_of(e: &HistoryEntry, now: Millis, ours: bool) -> Revision {
+    if e.reused || ours {
         Revision {
             id: e.number.to_string(),
             since: now,
@@ -255,22 +257,11 @@ struct Observer {
     last_problem: Option<String>,
 }
 
-fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
 /// Changes whenever the revision may have: the spec, the controller's
 /// view of it, or the revision it names.
 fn history_key(obj: &Object) -> String {
     let m = obj.meta();
-    let observed = match obj {
-        Object::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
-        Object::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),
-        Object::DaemonSet(d) => d.status.as_ref().and_then(|s| s.observed_generation),
-    };
+    let observed = obj.observed_generation();
     let named = match obj {
         Object::Deployment(d) => d
             .metadata
@@ -331,14 +322,14 @@ impl Observer {
                     // Keep the first sighting's date: a reused entry seen
                     // again is the same rollback, not a new one.
                     Some(p) if p.revision.id == e.number.to_string() => p.revision.clone(),
-                    // The revision our own undo produced, whatever the
-                    // timestamps say (they have one-second resolution).
-                    _ if mark.as_ref().is_some_and(|m| m.to == e.number.to_string()) => Revision {
-                        origin: Origin::Rollback,
-                        since: now,
-                        ..revision_of(e, now)
-                    },
-                    _ => revision_of(e, now),
+                    // The revision our own undo produced is known by its
+                    // mark, whatever the timestamps say (they have
+                    // one-second resolution).
+                    _ => revision_of(
+                        e,
+                        now,
+                        mark.as_ref().is_some_and(|m| m.to == e.number.to_string()),
+                    ),
                 },
                 images: e.images(),
                 change_cause: e.change_cause.clone(),

@@ -260,7 +260,7 @@ impl Object {
         }
     }
 
-    fn observed_generation(&self) -> Option<i64> {
+    pub fn observed_generation(&self) -> Option<i64> {
         match self {
             Object::Deployment(d) => d.status.as_ref().and_then(|s| s.observed_generation),
             Object::StatefulSet(s) => s.status.as_ref().and_then(|s| s.observed_generation),

@@ -1,14 +1,12 @@
 use super::*;
 use serde_json::json;
 
-fn deployment(v: Value) -> Deployment {
-    serde_json::from_value(v).unwrap()
-}
-
-fn dep(generation: i64, observed: i64, status: Value) -> Object {
+/// Deployment web at `generation`, its controller having observed
+/// `observed`, with `status`.
+fn deployment(generation: i64, observed: i64, status: Value) -> Deployment {
     let mut s = status;
     s["observedGeneration"] = observed.into();
-    Object::Deployment(deployment(json!({
+    serde_json::from_value(json!({
         "metadata": {"name": "web", "namespace": "shop", "uid": "d-1", "generation": generation,
                      "resourceVersion": "42",
                      "annotations": {REVISION: "2", CHANGE_CAUSE: "deploy v2", "team": "shop"}},
@@ -16,7 +14,12 @@ fn dep(generation: i64, observed: i64, status: Value) -> Object {
                  "template": {"metadata": {"labels": {"app": "web"}},
                               "spec": {"containers": [{"name": "web", "image": "web:v2"}]}}},
         "status": s
-    })))
+    }))
+    .unwrap()
+}
+
+fn dep(generation: i64, observed: i64, status: Value) -> Object {
+    Object::Deployment(deployment(generation, observed, status))
 }
 
 fn rs(name: &str, rev: &str, image: &str, created: &str, extra: Value) -> Value {
@@ -191,10 +194,7 @@ fn daemonset_status_follows_kubectl() {
 }
 
 fn history() -> Vec<HistoryEntry> {
-    let d = match dep(2, 2, complete()) {
-        Object::Deployment(d) => d,
-        _ => unreachable!(),
-    };
+    let d = deployment(2, 2, complete());
     let mut foreign = rs(
         "other-1",
         "9",
@@ -247,10 +247,7 @@ fn history_is_the_owned_sets_by_revision_without_the_hash_label() {
 
 #[test]
 fn a_renumbered_set_is_known_as_a_rollback() {
-    let d = match dep(2, 2, complete()) {
-        Object::Deployment(d) => d,
-        _ => unreachable!(),
-    };
+    let d = deployment(2, 2, complete());
     // By the controller's annotation ...
     let h = replicaset_history(
         &d,
@@ -273,15 +270,21 @@ fn a_renumbered_set_is_known_as_a_rollback() {
     );
     assert!(h[1].reused && !h[0].reused);
     let now = 1_800_000_000_000;
-    let rev = crate::rollback::kubernetes::observe::revision_of(&h[1], now);
+    let rev = crate::rollback::kubernetes::observe::revision_of(&h[1], now, false);
     assert_eq!(
         (rev.id.as_str(), rev.origin, rev.since),
         ("3", crate::engine::Origin::Rollback, now)
     );
-    let rev = crate::rollback::kubernetes::observe::revision_of(&h[0], now);
+    let rev = crate::rollback::kubernetes::observe::revision_of(&h[0], now, false);
     assert_eq!(rev.origin, crate::engine::Origin::Rollout);
     let created: jiff::Timestamp = "2026-11-21T10:05:00Z".parse().unwrap();
     assert_eq!(rev.since, created.as_millisecond() as u64);
+    // Known as ours (by rollbackd's mark), a fresh-looking entry is a rollback too.
+    let rev = crate::rollback::kubernetes::observe::revision_of(&h[0], now, true);
+    assert_eq!(
+        (rev.origin, rev.since),
+        (crate::engine::Origin::Rollback, now)
+    );
 }
 
 #[test]
@@ -368,10 +371,7 @@ fn the_deployment_patch_restores_the_template_and_cause_and_keeps_other_annotati
 
 #[test]
 fn a_cause_the_restored_revision_lacks_is_removed() {
-    let d = match dep(2, 2, complete()) {
-        Object::Deployment(d) => d,
-        _ => unreachable!(),
-    };
+    let d = deployment(2, 2, complete());
     let h = replicaset_history(
         &d,
         &[
@@ -394,9 +394,7 @@ fn a_cause_the_restored_revision_lacks_is_removed() {
 
 #[test]
 fn paused_and_already_matching_are_refused_as_kubectl_refuses_them() {
-    let Object::Deployment(mut d) = dep(2, 2, complete()) else {
-        unreachable!()
-    };
+    let mut d = deployment(2, 2, complete());
     d.spec.as_mut().unwrap().paused = Some(true);
     assert!(matches!(
         plan(&Object::Deployment(d), &history(), None, &[], &mark()),
@@ -469,9 +467,7 @@ fn statefulsets_go_back_through_their_controller_revisions() {
 
 #[test]
 fn a_bad_template_renumbered_by_a_redeploy_is_still_avoided() {
-    let Object::Deployment(d) = dep(2, 2, complete()) else {
-        unreachable!()
-    };
+    let d = deployment(2, 2, complete());
     // 2 was rolled away from; its template came back as 4 (revision-history
     // "2"); 3 is the good one restored then; 5 is a new bad rollout.
     let h = replicaset_history(
