@@ -135,6 +135,18 @@ timeout = "150ms"
             .to_owned()
     }
 
+    /// `kubectl rollout history`: its text, and its revision rows.
+    fn history(&self, workload: &str) -> (String, Vec<String>) {
+        let text = self.kubectl(&["rollout", "history", workload, "-n", NS]);
+        let rows = text
+            .lines()
+            .skip(2)
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect();
+        (text, rows)
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
         let out = Command::new("kubectl")
             .args(args)
@@ -203,12 +215,7 @@ fn a_crash_looping_image_is_rolled_back_on_the_rollout_check_alone() {
     );
     // The history is what a kubectl undo leaves: revision 2 renumbered to
     // 4 with its change-cause back.
-    let history = lab.kubectl(&["rollout", "history", "deployment/web", "-n", NS]);
-    let rows: Vec<&str> = history
-        .lines()
-        .skip(2)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let (history, rows) = lab.history("deployment/web");
     assert_eq!(rows.len(), 3, "{history}");
     assert!(rows[0].starts_with("1 "), "{history}");
     assert!(
@@ -332,12 +339,7 @@ max = 0.1
     }
     // The StatefulSet went back through its ControllerRevisions: revision 1
     // renumbered to 3, as kubectl's undo leaves it.
-    let history = lab.kubectl(&["rollout", "history", "statefulset/db", "-n", NS]);
-    let rows: Vec<&str> = history
-        .lines()
-        .skip(2)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let (history, rows) = lab.history("statefulset/db");
     assert_eq!(rows.len(), 2, "{history}");
     assert!(
         rows[0].starts_with("2 ") && rows[0].contains("deploy db v2"),
@@ -375,12 +377,7 @@ fn a_crash_looping_daemonset_goes_back_through_its_controller_revisions() {
     let f = &finished(&lab.state())[0];
     assert_eq!(f["outcome"], "recovered", "{f}\n{}", d.logs().join("\n"));
     assert_eq!(lab.image_of("daemonsets", "agent"), "agent:v1");
-    let history = lab.kubectl(&["rollout", "history", "daemonset/agent", "-n", NS]);
-    let rows: Vec<&str> = history
-        .lines()
-        .skip(2)
-        .filter(|l| !l.trim().is_empty())
-        .collect();
+    let (history, rows) = lab.history("daemonset/agent");
     assert_eq!(rows.len(), 2, "{history}");
     assert!(
         rows[0].starts_with("2 ") && rows[0].contains("deploy agent v2"),

@@ -1133,22 +1133,8 @@ fn a_deploy_during_verification_ends_the_rollback_and_is_judged_afresh() {
 
 #[test]
 fn a_dry_run_interrupted_by_a_restart_is_dropped_not_resumed() {
-    let mut m = Machine::new(
-        "w",
-        Policy {
-            dry_run: true,
-            ..policy()
-        },
-    );
-    drive(
-        &mut m,
-        vec![
-            (0, rollout("7", 0)),
-            (MIN, eval(MIN, Fail)),
-            (2 * MIN, eval(2 * MIN, Fail)),
-            (3 * MIN, eval(3 * MIN, Fail)),
-        ],
-    );
+    let mut m = deciding();
+    m.policy.dry_run = true;
     proceed(&mut m, 3 * MIN);
     // The policy changed to a real rollback before the answer came.
     m.policy.dry_run = false;
@@ -1159,22 +1145,8 @@ fn a_dry_run_interrupted_by_a_restart_is_dropped_not_resumed() {
 
 #[test]
 fn a_dry_run_answer_is_judged_as_a_dry_run_even_after_a_policy_change() {
-    let mut m = Machine::new(
-        "w",
-        Policy {
-            dry_run: true,
-            ..policy()
-        },
-    );
-    drive(
-        &mut m,
-        vec![
-            (0, rollout("7", 0)),
-            (MIN, eval(MIN, Fail)),
-            (2 * MIN, eval(2 * MIN, Fail)),
-            (3 * MIN, eval(3 * MIN, Fail)),
-        ],
-    );
+    let mut m = deciding();
+    m.policy.dry_run = true;
     proceed(&mut m, 3 * MIN);
     m.policy.dry_run = false;
     let fx = applied(&mut m, 3 * MIN, "6");
