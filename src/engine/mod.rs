@@ -313,7 +313,17 @@ impl Machine {
             self.blind = false;
             self.evidence.clear();
         }
-        self.escalated_for = None;
+        // After a restart a rollback may end (and escalate) before the
+        // target is first read, so the escalation names no revision. If the
+        // first revision seen is one that rollback was about, it is the
+        // escalated revision, not a new one: a person still decides.
+        let first_sighting_of_escalated = self.current_id().is_none()
+            && self.escalated_for.as_deref() == Some(UNKNOWN_REVISION)
+            && self
+                .last_rollback
+                .as_ref()
+                .is_some_and(|l| l.from == rev.id || l.to.as_deref() == Some(rev.id.as_str()));
+        self.escalated_for = first_sighting_of_escalated.then(|| rev.id.clone());
         self.dry_run_done_for = None;
         let armed = self.armed_until;
         self.revision = Some(rev);

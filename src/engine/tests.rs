@@ -992,6 +992,42 @@ fn a_restart_resumes_a_rollback_in_progress_without_a_second_undo() {
 }
 
 #[test]
+fn a_rollback_escalated_before_the_target_was_read_stays_escalated_for_its_revision() {
+    // Restarted mid-undo; the undo ends as rollout_failed before the adapter
+    // first reports the revision, so the escalation names none.
+    let mut m = deciding();
+    proceed(&mut m, 3 * MIN);
+    m.revision = None;
+    m.step(10 * MIN, Input::Resumed);
+    let id = rollback_id(&m);
+    let fx = words(&m.step(
+        10 * MIN,
+        Input::RolledOut {
+            rollback_id: id,
+            result: RolloutResult::Failed("the undo was never applied".into()),
+        },
+    ));
+    assert!(has(&fx, "notify:escalated"), "{fx:?}");
+    // Then "7", the revision it was rolling away from, is first read, and
+    // keeps failing: one escalation, not a second one.
+    let fx = drive(
+        &mut m,
+        vec![
+            (10 * MIN, rollout("7", 0)),
+            (11 * MIN, eval(11 * MIN, Fail)),
+            (12 * MIN, eval(12 * MIN, Fail)),
+            (13 * MIN, eval(13 * MIN, Fail)),
+        ],
+    );
+    assert!(!has(&fx, "notify:escalated"), "{fx:?}");
+    assert!(!has(&fx, "recheck"), "{fx:?}");
+    assert_eq!(m.state(13 * MIN), State::Escalated);
+    // A new deploy is judged afresh (within the last rollback's cooldown).
+    m.step(14 * MIN, rollout("9", 14 * MIN));
+    assert_eq!(m.state(14 * MIN), State::Cooldown);
+}
+
+#[test]
 fn a_restart_before_the_rollback_started_drops_the_decision() {
     let mut m = deciding();
     let fx = words(&m.step(4 * MIN, Input::Resumed));
