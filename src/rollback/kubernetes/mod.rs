@@ -98,9 +98,64 @@ pub fn classify(what: &str, e: &kube::Error) -> ApiFailure {
     }
 }
 
+/// Exponential backoff with jitter, so that many watches do not retry in
+/// step. The ceiling is low on purpose: a target whose API calls fail is a
+/// target rollbackd cannot protect, so seconds of blindness matter more here
+/// than they do to client-go's reflectors (which wait up to 30 s, plus
+/// jitter). rollbackd holds one field-selected watch per target, so the
+/// load a retry puts on a struggling API server stays small.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    ceiling: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// For calls retried within a budget: 100 ms doubling to 2 s.
+    pub fn calls() -> Backoff {
+        Backoff::new(Duration::from_millis(100), Duration::from_secs(2))
+    }
+
+    /// For re-establishing a watch: 250 ms doubling to 5 s.
+    pub fn watches() -> Backoff {
+        Backoff::new(Duration::from_millis(250), Duration::from_secs(5))
+    }
+
+    fn new(first: Duration, ceiling: Duration) -> Backoff {
+        Backoff {
+            first,
+            ceiling,
+            next: first,
+        }
+    }
+
+    /// The delay before the next attempt, without its jitter.
+    pub fn base(&self) -> Duration {
+        self.next
+    }
+}
+
+impl Iterator for Backoff {
+    type Item = Duration;
+
+    /// The delay plus up to half again as jitter; never ends.
+    fn next(&mut self) -> Option<Duration> {
+        let d = self.next;
+        self.next = (d * 2).min(self.ceiling);
+        let jitter = fastrand::u64(0..=d.as_millis() as u64 / 2);
+        Some(d + Duration::from_millis(jitter))
+    }
+}
+
+impl kube::runtime::utils::Backoff for Backoff {
+    fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
+
 /// Calls `f` until it succeeds, fails permanently, or `budget` is spent;
-/// each attempt is bounded by `timeout`. Backoff doubles from 100 ms to
-/// 2 s, with jitter so that many watches do not retry in step.
+/// each attempt is bounded by `timeout`.
 pub async fn retry<T, F, Fut>(
     what: &str,
     timeout: Duration,
@@ -112,7 +167,7 @@ where
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
     let deadline = tokio::time::Instant::now() + budget;
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::calls();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -122,13 +177,12 @@ where
             Err(_) => ApiFailure::timeout(what, timeout),
         };
         let now = tokio::time::Instant::now();
-        if !failure.transient || now + delay >= deadline {
+        if !failure.transient || now + backoff.base() >= deadline {
             return Err(failure);
         }
         debug!(attempt, error = %failure, "transient API failure; retrying");
-        let jitter = Duration::from_millis(fastrand::u64(0..=delay.as_millis() as u64 / 2));
-        tokio::time::sleep(delay + jitter).await;
-        delay = (delay * 2).min(Duration::from_secs(2));
+        let delay = backoff.next().unwrap_or(backoff.base());
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -364,5 +418,32 @@ fn list_params(selector: Option<String>) -> ListParams {
     match selector {
         Some(s) if !s.is_empty() => ListParams::default().labels(&s),
         _ => ListParams::default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::utils::Backoff as _;
+
+    #[test]
+    fn watch_backoff_doubles_to_its_ceiling_with_bounded_jitter_and_resets() {
+        let mut b = Backoff::watches();
+        let bases = [250, 500, 1000, 2000, 4000, 5000, 5000];
+        for base in bases {
+            let d = b.next().unwrap().as_millis() as u64;
+            assert!((base..=base + base / 2).contains(&d), "{d} for base {base}");
+        }
+        b.reset();
+        assert_eq!(b.base(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn call_backoff_stops_at_two_seconds() {
+        let mut b = Backoff::calls();
+        for _ in 0..10 {
+            b.next();
+        }
+        assert_eq!(b.base(), Duration::from_secs(2));
     }
 }

@@ -2,7 +2,8 @@
 //! change of the workload updates a [`Snapshot`] (its rollout status by
 //! kubectl's rules and its current revision), and a new revision is
 //! reported at once. The watch is re-established with backoff when the API
-//! server drops it or fails; meanwhile the snapshot says why it is stale.
+//! server drops it or fails; meanwhile the object is read directly, and
+//! while it cannot be read either the snapshot says why it is stale.
 
 use crate::clock::now_ms;
 use std::time::Duration;
@@ -179,33 +180,74 @@ pub async fn run<F, Fut>(
         };
         let mut events = stream(&h);
         let mut seen = false;
+        // A watch error leaves the last state unconfirmed. kube's watcher
+        // resumes from the last resourceVersion and says nothing when the
+        // object has not changed since, which for a stuck rollout may be
+        // never: so the object is read directly, at once and then every
+        // REREAD, until a read or an event confirms it.
+        let mut reread: Option<tokio::time::Instant> = None;
         loop {
-            let ev = tokio::select! {
+            let due = reread.unwrap_or_else(tokio::time::Instant::now);
+            let got = tokio::select! {
                 _ = cancel.cancelled() => return,
-                ev = events.next() => ev,
+                _ = tokio::time::sleep_until(due), if reread.is_some() => None,
+                ev = events.next() => Some(ev),
             };
-            let Some(ev) = ev else { break };
-            match ev {
-                Ok(watcher::Event::Init) => seen = false,
-                Ok(watcher::Event::InitApply(obj) | watcher::Event::Apply(obj)) => {
-                    seen = true;
-                    if let Some(rev) = o.update(&h, obj).await
-                        && !on_revision(rev).await
-                    {
-                        return;
+            let obj = match got {
+                None => match h.get(h.timeout).await {
+                    Ok(obj) => Some(obj),
+                    Err(e) if e.code == Some(404) => {
+                        o.gone(&h);
+                        reread = None;
+                        None
                     }
+                    Err(e) => {
+                        o.problem(format!("reading {}: {e}", h.describe()));
+                        reread = Some(tokio::time::Instant::now() + REREAD);
+                        None
+                    }
+                },
+                Some(None) => break,
+                Some(Some(Ok(watcher::Event::Init))) => {
+                    seen = false;
+                    None
                 }
-                Ok(watcher::Event::InitDone) => {
+                Some(Some(Ok(watcher::Event::InitApply(obj) | watcher::Event::Apply(obj)))) => {
+                    seen = true;
+                    Some(obj)
+                }
+                Some(Some(Ok(watcher::Event::InitDone))) => {
                     if !seen {
                         o.gone(&h);
                     }
+                    reread = None;
+                    None
                 }
-                Ok(watcher::Event::Delete(_)) => o.gone(&h),
-                Err(e) => o.problem(format!("watching {}: {e}", h.describe())),
+                Some(Some(Ok(watcher::Event::Delete(_)))) => {
+                    o.gone(&h);
+                    reread = None;
+                    None
+                }
+                Some(Some(Err(e))) => {
+                    debug!(error = %e, "the watch failed; reading the object directly");
+                    reread.get_or_insert_with(tokio::time::Instant::now);
+                    None
+                }
+            };
+            if let Some(obj) = obj {
+                reread = None;
+                if let Some(rev) = o.update(&h, obj).await
+                    && !on_revision(rev).await
+                {
+                    return;
+                }
             }
         }
     }
 }
+
+/// How often an unconfirmed target is read directly.
+const REREAD: Duration = Duration::from_secs(1);
 
 fn stream(
     h: &Handle,
@@ -215,15 +257,15 @@ fn stream(
     let c = h.client.clone();
     match h.target.kind {
         WorkloadKind::Deployment => watcher(Api::<Deployment>::namespaced(c, ns), cfg)
-            .default_backoff()
+            .backoff(super::Backoff::watches())
             .map(|r| r.map(|e| e.map_into(Object::Deployment)))
             .boxed(),
         WorkloadKind::StatefulSet => watcher(Api::<StatefulSet>::namespaced(c, ns), cfg)
-            .default_backoff()
+            .backoff(super::Backoff::watches())
             .map(|r| r.map(|e| e.map_into(Object::StatefulSet)))
             .boxed(),
         WorkloadKind::DaemonSet => watcher(Api::<DaemonSet>::namespaced(c, ns), cfg)
-            .default_backoff()
+            .backoff(super::Backoff::watches())
             .map(|r| r.map(|e| e.map_into(Object::DaemonSet)))
             .boxed(),
     }
