@@ -106,6 +106,24 @@ timeout = "150ms"
         d
     }
 
+    /// Every API call is refused with `code` (503 or 429) for `span`: a
+    /// counted fault alone would last as long as the client takes to use
+    /// it up, which is forever for a client that backs off.
+    fn refuse(&self, code: u16, span: Duration) {
+        {
+            let mut f = self.sim.cluster.faults.lock().unwrap();
+            match code {
+                503 => f.unavailable = u32::MAX,
+                429 => f.throttled = u32::MAX,
+                _ => panic!("the simulator refuses with 503 or 429, not {code}"),
+            }
+        }
+        std::thread::sleep(span);
+        let mut f = self.sim.cluster.faults.lock().unwrap();
+        f.unavailable = 0;
+        f.throttled = 0;
+    }
+
     fn set_image(&self, name: &str, image: &str, cause: &str) {
         let body = serde_json::json!({
             "metadata": {"annotations": {"kubernetes.io/change-cause": cause}},
@@ -456,35 +474,40 @@ fn api_errors_latency_and_dropped_watches_cause_no_wrong_or_double_action() {
         f.latency = Duration::from_millis(100);
     }
     let d = lab.start();
-    // A good rollout under faults is never rolled back.
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            || d.status()["watches"][0]["revision"] == "1"
+        ),
+        "the daemon has read the target: {}",
+        d.logs().join("\n")
+    );
+    // A good rollout under faults is never rolled back: the API server
+    // answers every call with 503 for two seconds, then recovers.
     lab.set_image("web", "web:v2", "deploy v2");
-    lab.sim.cluster.faults.lock().unwrap().unavailable = 20;
-    std::thread::sleep(Duration::from_secs(4));
+    lab.refuse(503, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_secs(3));
     assert_eq!(
         count(&lab.state(), "rollback_started"),
         0,
         "{:#?}",
         events(&lab.state())
     );
-    // A bad one is rolled back once, through bursts of 503 and 429.
+    // A bad one is rolled back once, while the API server keeps answering
+    // bursts of 503 and 429: 300 ms of refusals every 1.5 s.
     lab.set_image("web", "web:v3-bad", "deploy v3");
     let mut bursts = 0;
-    while finished(&lab.state()).is_empty() && bursts < 40 {
-        {
-            let mut f = lab.sim.cluster.faults.lock().unwrap();
-            if bursts % 2 == 0 {
-                f.unavailable = 3;
-            } else {
-                f.throttled = 2;
-            }
-        }
+    while finished(&lab.state()).is_empty() && bursts < 30 {
+        lab.refuse(
+            if bursts % 2 == 0 { 503 } else { 429 },
+            Duration::from_millis(300),
+        );
         bursts += 1;
-        std::thread::sleep(Duration::from_millis(500));
+        std::thread::sleep(Duration::from_millis(1200));
     }
     assert!(
-        wait_until(Duration::from_secs(30), || !finished(&lab.state())
-            .is_empty()),
-        "{:#?}\n{}",
+        !finished(&lab.state()).is_empty(),
+        "the rollback finished during the bursts: {:#?}\n{}",
         events(&lab.state()),
         d.logs().join("\n")
     );
@@ -813,13 +836,21 @@ fn a_rollback_journaled_but_never_sent_is_not_sent_after_a_restart() {
         f["reason"].as_str().unwrap().contains("never applied"),
         "{f}"
     );
-    assert_eq!(
-        count(&lab.state(), "escalated"),
-        1,
+    // The escalation is journaled just after the rollback's end.
+    assert!(
+        wait_until(Duration::from_secs(5), || count(&lab.state(), "escalated")
+            > 0),
         "{:#?}",
         events(&lab.state())
     );
     std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        count(&lab.state(), "escalated"),
+        1,
+        "{:#?}\n{}",
+        events(&lab.state()),
+        d.logs().join("\n")
+    );
     assert_eq!(lab.image("web"), "web:v2-bad", "a person decides");
     assert_eq!(count(&lab.state(), "rollback_started"), 1);
 }
