@@ -1,6 +1,6 @@
 //! The long-running daemon: the supervisor that owns the live configuration,
-//! the engines and the clock ([`supervisor`]), the watch loops that observe
-//! ([`scheduler`]), and the machinery around them (reloads from file events
+//! the engines and the clock (`supervisor`), the watch loops that observe
+//! (`scheduler`), and the machinery around them (reloads from file events
 //! and SIGHUP through one path, signals, the HTTP endpoint, metrics, systemd
 //! notification).
 
