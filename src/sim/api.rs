@@ -113,6 +113,13 @@ async fn faults(
     if req.uri().path().starts_with("/app/") {
         return next.run(req).await;
     }
+    let uri = req.uri();
+    if let Some(a) =
+        super::cluster::Access::of(req.method().as_str(), uri.path(), uri.query().unwrap_or(""))
+        && let Ok(mut audit) = c.audit.lock()
+    {
+        audit.insert(a);
+    }
     let (latency, fault) = match c.faults.lock() {
         Ok(mut f) => {
             let fault = if f.unavailable > 0 {

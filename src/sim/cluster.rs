@@ -219,6 +219,67 @@ pub struct Cluster {
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
     pub faults: Mutex<Faults>,
+    /// Each distinct resource request, as the API server's authorizer
+    /// sees it: what a client needs RBAC for.
+    pub audit: Mutex<std::collections::BTreeSet<Access>>,
+}
+
+/// One resource request in RBAC's terms (the API server's `RequestInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Access {
+    /// `get`, `list`, `watch`, `create`, `update`, `patch`, `delete`.
+    pub verb: String,
+    /// The API group; "" for the core group.
+    pub group: String,
+    /// The resource, with `/subresource` when there is one.
+    pub resource: String,
+    pub namespace: Option<String>,
+}
+
+impl Access {
+    /// What an API server's request-info resolver makes of a request;
+    /// None for discovery and other non-resource paths.
+    pub fn of(method: &str, path: &str, query: &str) -> Option<Access> {
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let (group, rest) = match parts.as_slice() {
+            ["api", "v1", rest @ ..] => ("", rest),
+            ["apis", group, _version, rest @ ..] => (*group, rest),
+            _ => return None,
+        };
+        let (namespace, rest) = match rest {
+            ["namespaces", ns, rest @ ..] if !rest.is_empty() => (Some(ns.to_string()), rest),
+            _ => (None, rest),
+        };
+        let (resource, name, sub) = match rest {
+            [r] => (*r, None, None),
+            [r, n] => (*r, Some(*n), None),
+            [r, n, sub] => (*r, Some(*n), Some(*sub)),
+            _ => return None,
+        };
+        let watch = query
+            .split('&')
+            .any(|kv| kv == "watch=true" || kv == "watch=1");
+        let verb = match (method, name) {
+            ("GET", _) if watch => "watch",
+            ("GET", None) => "list",
+            ("GET", Some(_)) => "get",
+            ("POST", _) => "create",
+            ("PUT", _) => "update",
+            ("PATCH", _) => "patch",
+            ("DELETE", None) => "deletecollection",
+            ("DELETE", Some(_)) => "delete",
+            _ => return None,
+        };
+        Some(Access {
+            verb: verb.into(),
+            group: group.into(),
+            resource: match sub {
+                Some(sub) => format!("{resource}/{sub}"),
+                None => resource.into(),
+            },
+            namespace,
+        })
+    }
 }
 
 impl Default for Cluster {
@@ -227,6 +288,7 @@ impl Default for Cluster {
             state: Mutex::default(),
             events: broadcast::channel(HISTORY_LIMIT).0,
             faults: Mutex::default(),
+            audit: Mutex::default(),
         }
     }
 }
@@ -1292,6 +1354,50 @@ pub fn revision_data(template: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_are_named_as_the_authorizer_names_them() {
+        fn a(m: &str, p: &str, q: &str) -> Option<String> {
+            Access::of(m, p, q).map(|a| {
+                let ns = a.namespace.unwrap_or_default();
+                format!("{} {}/{} in {ns}", a.verb, a.group, a.resource)
+            })
+        }
+        let deployments = "/apis/apps/v1/namespaces/shop/deployments";
+        assert_eq!(
+            a("GET", deployments, "").unwrap(),
+            "list apps/deployments in shop"
+        );
+        assert_eq!(
+            a("GET", deployments, "fieldSelector=x&watch=true").unwrap(),
+            "watch apps/deployments in shop"
+        );
+        let web = "/apis/apps/v1/namespaces/shop/deployments/web";
+        assert_eq!(a("GET", web, "").unwrap(), "get apps/deployments in shop");
+        assert_eq!(
+            a("PATCH", web, "dryRun=All").unwrap(),
+            "patch apps/deployments in shop"
+        );
+        assert_eq!(
+            a("PUT", &format!("{web}/scale"), "").unwrap(),
+            "update apps/deployments/scale in shop"
+        );
+        assert_eq!(
+            a("POST", "/api/v1/namespaces/ops/events", "").unwrap(),
+            "create /events in ops"
+        );
+        assert_eq!(
+            a("GET", "/api/v1/namespaces/ops", "").unwrap(),
+            "get /namespaces in "
+        );
+        assert_eq!(
+            a("GET", "/apis/apps/v1/deployments", "").unwrap(),
+            "list apps/deployments in "
+        );
+        assert_eq!(a("GET", "/apis", ""), None);
+        assert_eq!(a("GET", "/apis/apps/v1", ""), None);
+        assert_eq!(a("GET", "/version", ""), None);
+    }
 
     #[test]
     fn templates_compare_by_meaning() {

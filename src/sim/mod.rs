@@ -28,7 +28,8 @@
 //!
 //! # Known deviations from a real API server
 //! - No authentication, authorization or admission webhooks: every request
-//!   is allowed. No OpenAPI documents (`kubectl create -f`/`apply` need
+//!   is allowed, and recorded once per distinct (verb, group, resource,
+//!   namespace) in [`Cluster::audit`], for tests of RBAC rules. No OpenAPI documents (`kubectl create -f`/`apply` need
 //!   `--validate=false`; `kubectl explain` does not work), no server-side
 //!   apply (`application/apply-patch+yaml` is a 415), JSON only (no
 //!   protobuf; kubectl falls back to JSON).
