@@ -3,6 +3,8 @@
 
 use std::process::Command;
 
+mod support;
+
 use rollbackd::sim::Simulator;
 
 struct Lab {
@@ -13,12 +15,7 @@ struct Lab {
 
 impl Lab {
     fn new() -> Lab {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sim = rt.block_on(Simulator::start()).unwrap();
+        let (sim, rt) = support::simulator();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("kubeconfig"), sim.kubeconfig()).unwrap();
         sim.cluster

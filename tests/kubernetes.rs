@@ -22,12 +22,7 @@ const NS: &str = "shop";
 
 impl Lab {
     fn new() -> Lab {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let sim = rt.block_on(Simulator::start()).unwrap();
+        let (sim, rt) = support::simulator();
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("kubeconfig"), sim.kubeconfig()).unwrap();
         std::fs::create_dir(dir.path().join("watches.d")).unwrap();

@@ -12,7 +12,6 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use rollbackd::sim::Simulator;
 use rollbackd::sim::cluster::Access;
 use serde_json::Value;
 use support::{Daemon, command, journal, wait_until};
@@ -180,12 +179,7 @@ fn the_rbac_rules_grant_every_request_the_daemon_makes_and_nothing_more() {
         assert_eq!(b["subjects"][0]["namespace"], own_ns.as_str());
     }
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt.block_on(Simulator::start()).unwrap();
+    let (sim, _rt) = support::simulator();
     let c = &sim.cluster;
     c.create_deployment("shop", "web", "web:v1", 2, 2);
     c.create_statefulset("shop", "db", "db:v1", 2).unwrap();

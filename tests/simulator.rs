@@ -8,17 +8,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use rollbackd::sim::Simulator;
-use support::{http_get, wait_until};
-
-fn start() -> (Simulator, tokio::runtime::Runtime) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let sim = rt.block_on(Simulator::start()).unwrap();
-    (sim, rt)
-}
+use support::{http_get, simulator as start, wait_until};
 
 #[test]
 fn the_application_side_follows_the_image_that_serves_traffic() {
