@@ -849,3 +849,72 @@ fn a_rollback_journaled_but_never_sent_is_not_sent_after_a_restart() {
     assert_eq!(lab.image("web"), "web:v2-bad", "a person decides");
     assert_eq!(count(&lab.state(), "rollback_started"), 1);
 }
+
+#[test]
+fn check_online_reads_each_target_and_proves_the_undo_allowed_by_a_dry_run() {
+    let lab = Lab::new();
+    lab.sim.cluster.create_deployment(NS, "web", "web:v1", 3, 1);
+    let revision = || {
+        lab.sim.cluster.get("deployments", NS, "web").unwrap()["metadata"]["annotations"]
+            ["deployment.kubernetes.io/revision"]
+            .clone()
+    };
+    assert!(wait_until(Duration::from_secs(10), || revision() == "1"));
+    lab.set_image("web", "web:v2", "deploy v2");
+    assert!(wait_until(Duration::from_secs(10), || revision() == "2"));
+    lab.configure("web", "");
+    std::fs::write(
+        lab.path("watches.d/ghost.toml"),
+        format!(
+            "[[watch]]\nname = \"ghost\"\ntarget = {{ kind = \"deployment\", namespace = \"{NS}\", name = \"ghost\" }}\n\
+             [[watch.health]]\nurl = \"http://{}/app/{NS}/ghost/health\"\n",
+            lab.sim.addr
+        ),
+    )
+    .unwrap();
+    let main = std::fs::read_to_string(lab.path("rollbackd.toml")).unwrap().replace(
+        "request_timeout = \"2s\"\n",
+        "request_timeout = \"2s\"\nleader_election = { lease = \"rollbackd\", namespace = \"ops\" }\n",
+    );
+    std::fs::write(lab.path("rollbackd.toml"), main).unwrap();
+    let generation =
+        || lab.sim.cluster.get("deployments", NS, "web").unwrap()["metadata"]["generation"].clone();
+    let before = generation();
+
+    let out = support::command(&[
+        "check",
+        "--online",
+        "-c",
+        lab.path("rollbackd.toml").to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the missing target fails: {stdout}"
+    );
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?}: {stdout}"))
+            .to_owned()
+    };
+    let web = line("target deployment/shop/web");
+    assert!(
+        web.starts_with("  ok ")
+            && web.contains("at revision 2 (web:v2), 1 earlier revision;")
+            && web.contains("may be patched (dry run)"),
+        "{web}"
+    );
+    let ghost = line("target deployment/shop/ghost");
+    assert!(
+        ghost.starts_with("  FAILED ") && ghost.contains("not found"),
+        "{ghost}"
+    );
+    let lease = line("leader election lease ops/rollbackd");
+    assert!(lease.contains("does not exist yet"), "{lease}");
+    assert_eq!(generation(), before, "the dry run changed nothing");
+}

@@ -2,13 +2,16 @@
 //! every error (and warning) as `FILE:LINE:COLUMN: message`, then a summary;
 //! with `--online`, also proves what can only be proven by asking: that the
 //! Prometheus sources answer and the queries parse there, that health URLs
-//! resolve, and that commands exist.
+//! resolve, that commands exist, and that Kubernetes targets can be read
+//! and patched (by a dry run) and the leader-election Lease read.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{Exit, Global};
-use crate::config::{self, Config, Target};
+use crate::config::{self, Config, KubernetesTarget, Target};
+use crate::rollback::kubernetes::workload::UndoPatch;
+use crate::rollback::kubernetes::{Connector, Handle};
 
 pub fn check(global: &Global, online: bool) -> Exit {
     match config::load(&global.config) {
@@ -164,6 +167,7 @@ async fn online_checks(cfg: &Config) -> Vec<Outcome> {
 
     let mut out = Vec::new();
     let mut clients = Clients::default();
+    let mut kubernetes: Option<Connector> = None;
     let mut sources = BTreeMap::new();
     for (name, src) in &cfg.prometheus {
         let what = format!("prometheus source {name}");
@@ -202,6 +206,17 @@ async fn online_checks(cfg: &Config) -> Vec<Outcome> {
             let what = format!("watch {} health check {}", w.name, h.name);
             out.push((what, resolve(&h.url).await));
         }
+        if let Target::Kubernetes(t) = &w.target {
+            let k = kubernetes.get_or_insert_with(|| Connector::new(&cfg.kubernetes));
+            let what = format!(
+                "watch {} target {}/{}/{}",
+                w.name,
+                t.kind.as_str(),
+                t.namespace,
+                t.name
+            );
+            out.push((what, probe_target(k, t).await));
+        }
         if let Target::Command(c) = &w.target {
             out.push((
                 format!("watch {} rollback command", w.name),
@@ -215,7 +230,60 @@ async fn online_checks(cfg: &Config) -> Vec<Outcome> {
             }
         }
     }
+    if let Some(le) = &cfg.kubernetes.leader_election {
+        let k = kubernetes.get_or_insert_with(|| Connector::new(&cfg.kubernetes));
+        out.push((
+            format!("leader election lease {}/{}", le.namespace, le.lease),
+            probe_lease(k, &le.namespace, &le.lease).await,
+        ));
+    }
     out
+}
+
+/// Reads a target and its history as the daemon would, and proves with a
+/// patch that changes nothing, sent as a dry run, that an undo would be
+/// allowed (RBAC and admission), without changing anything.
+async fn probe_target(k: &Connector, t: &KubernetesTarget) -> Result<String, String> {
+    let client = k.client(t.context.as_deref()).await?;
+    let h = Handle {
+        client,
+        target: t.clone(),
+        timeout: k.request_timeout(),
+    };
+    let (obj, history) = h.read(h.timeout).await.map_err(|e| e.to_string())?;
+    let noop = UndoPatch::Strategic(serde_json::json!({}));
+    h.patch(&noop, true, h.timeout)
+        .await
+        .map_err(|e| format!("readable, but an undo would fail: {e}"))?;
+    let current = match obj.current(&history) {
+        Some(e) => format!("at revision {} ({})", e.number, e.images().join(", ")),
+        None => "no revision yet".to_owned(),
+    };
+    Ok(format!(
+        "{current}, {} earlier revision{}; {}; may be patched (dry run)",
+        history.len().saturating_sub(1),
+        if history.len() == 2 { "" } else { "s" },
+        obj.rollout_status().message()
+    ))
+}
+
+async fn probe_lease(k: &Connector, namespace: &str, name: &str) -> Result<String, String> {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = k.client(None).await?;
+    let api: kube::Api<Lease> = kube::Api::namespaced(client, namespace);
+    let what = format!("get lease {namespace}/{name}");
+    match tokio::time::timeout(k.request_timeout(), api.get_opt(name)).await {
+        Err(_) => Err(format!(
+            "{what}: no answer within {:?}",
+            k.request_timeout()
+        )),
+        Ok(Err(e)) => Err(crate::rollback::kubernetes::classify(&what, &e).to_string()),
+        Ok(Ok(None)) => Ok("does not exist yet; the first replica creates it".into()),
+        Ok(Ok(Some(l))) => Ok(match l.spec.and_then(|s| s.holder_identity) {
+            Some(h) if !h.is_empty() => format!("held by {h}"),
+            _ => "free".into(),
+        }),
+    }
 }
 
 async fn resolve(url: &str) -> Result<String, String> {
