@@ -109,7 +109,11 @@ fn a_kube_watcher_follows_deployments_across_dropped_watches() {
     let api: kube::Api<Deployment> = kube::Api::namespaced(client(&sim), "shop");
     let (tx, rx) = std::sync::mpsc::channel();
     rt.spawn(async move {
+        // With backoff, as the daemon's observer: without it a watcher
+        // whose client is gone (the runtime shutting down at the end of
+        // the test) fails at once, forever, and never yields.
         let mut stream = watcher(api, watcher::Config::default())
+            .backoff(rollbackd::rollback::kubernetes::Backoff::watches())
             .applied_objects()
             .boxed();
         while let Some(d) = stream.next().await {
