@@ -119,6 +119,18 @@ timeout = "150ms"
         f.throttled = 0;
     }
 
+    /// Waits up to `within` for the first `rollback_finished` and returns
+    /// it; fails with the journal and `d`'s log.
+    fn first_finished(&self, d: &Daemon, within: Duration) -> serde_json::Value {
+        assert!(
+            wait_until(within, || !finished(&self.state()).is_empty()),
+            "no rollback finished within {within:?}: {:#?}\n{}",
+            events(&self.state()),
+            d.logs().join("\n")
+        );
+        finished(&self.state()).swap_remove(0)
+    }
+
     fn set_image(&self, name: &str, image: &str, cause: &str) {
         let body = serde_json::json!({
             "metadata": {"annotations": {"kubernetes.io/change-cause": cause}},
@@ -205,14 +217,7 @@ fn a_crash_looping_image_is_rolled_back_on_the_rollout_check_alone() {
         "v2 rolls out"
     );
     lab.set_image("web", "web:v3-bad", "deploy v3");
-    assert!(
-        wait_until(Duration::from_secs(30), || !finished(&lab.state())
-            .is_empty()),
-        "the rollback finishes: {:#?}\n{}",
-        events(&lab.state()),
-        d.logs().join("\n")
-    );
-    let f = &finished(&lab.state())[0];
+    let f = lab.first_finished(&d, Duration::from_secs(30));
     assert_eq!(f["outcome"], "recovered", "{f}\n{}", d.logs().join("\n"));
     assert_eq!(f["from_revision"], "3");
     assert_eq!(lab.image("web"), "web:v2");
@@ -380,14 +385,7 @@ fn a_crash_looping_daemonset_goes_back_through_its_controller_revisions() {
             Some("deploy agent v2"),
         )
         .unwrap();
-    assert!(
-        wait_until(Duration::from_secs(30), || !finished(&lab.state())
-            .is_empty()),
-        "{:#?}\n{}",
-        events(&lab.state()),
-        d.logs().join("\n")
-    );
-    let f = &finished(&lab.state())[0];
+    let f = lab.first_finished(&d, Duration::from_secs(30));
     assert_eq!(f["outcome"], "recovered", "{f}\n{}", d.logs().join("\n"));
     assert_eq!(lab.image_of("daemonsets", "agent"), "agent:v1");
     let (history, rows) = lab.history("daemonset/agent");
@@ -434,15 +432,8 @@ fn deploy_lands_during_the_undo(delay_ms: u64, log: &str) {
     );
     std::thread::sleep(Duration::from_millis(delay_ms));
     lab.set_image("web", "web:v3", "deploy v3");
-    assert!(
-        wait_until(Duration::from_secs(20), || !finished(&lab.state())
-            .is_empty()),
-        "{:#?}\n{}",
-        events(&lab.state()),
-        d.logs().join("\n")
-    );
+    let f = lab.first_finished(&d, Duration::from_secs(20));
     lab.sim.cluster.faults.lock().unwrap().latency = Duration::ZERO;
-    let f = &finished(&lab.state())[0];
     assert_eq!(f["outcome"], "conflict", "{f}");
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(lab.image("web"), "web:v3", "the concurrent deploy stands");
@@ -549,13 +540,7 @@ fn kill_9_during_the_rollout_wait_resumes_without_a_second_patch() {
     let before = generation(&lab);
     lab.sim.cluster.faults.lock().unwrap().latency = Duration::ZERO;
     let d = lab.start();
-    assert!(
-        wait_until(Duration::from_secs(30), || !finished(&lab.state())
-            .is_empty()),
-        "{:#?}\n{}",
-        events(&lab.state()),
-        d.logs().join("\n")
-    );
+    lab.first_finished(&d, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         count(&lab.state(), "rollback_started"),
@@ -617,12 +602,7 @@ fn with_leader_election_only_the_lease_holder_acts_and_a_standby_takes_over() {
     assert_eq!(b.status()["leader"], false);
 
     lab.set_image("web", "web:v2-bad", "deploy v2");
-    assert!(
-        wait_until(Duration::from_secs(30), || !finished(&lab.state())
-            .is_empty()),
-        "{}",
-        a.logs().join("\n")
-    );
+    lab.first_finished(&a, Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(count(&lab.state(), "rollback_started"), 1);
     assert_eq!(
@@ -813,18 +793,11 @@ fn a_rollback_journaled_but_never_sent_is_not_sent_after_a_restart() {
     .unwrap();
     let started = std::time::Instant::now();
     let d = lab.start();
-    assert!(
-        wait_until(Duration::from_secs(15), || !finished(&lab.state())
-            .is_empty()),
-        "{:#?}\n{}",
-        events(&lab.state()),
-        d.logs().join("\n")
-    );
+    let f = lab.first_finished(&d, Duration::from_secs(15));
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "not after rollout_timeout"
     );
-    let f = &finished(&lab.state())[0];
     assert_eq!(f["rollback_id"], "web-1");
     assert_eq!(f["outcome"], "rollout_failed", "{f}");
     assert!(
