@@ -58,6 +58,12 @@ impl Lab {
         out
     }
 
+    /// `kubectl rollout status RESOURCE` in shop, which must succeed
+    /// within 20 s; its output.
+    fn rolled_out(&self, resource: &str) -> String {
+        self.ok(&["rollout", "status", resource, "-n", "shop", "--timeout=20s"])
+    }
+
     fn image(&self) -> String {
         self.image_of("deployments", "web")
     }
@@ -95,14 +101,7 @@ fn set_image_rollout_status_history_and_undo_behave_as_on_a_cluster() {
         "-n",
         "shop",
     ]);
-    let status = lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    let status = lab.rolled_out("deployment/web");
     assert!(
         status.ends_with("deployment \"web\" successfully rolled out\n"),
         "{status}"
@@ -136,14 +135,7 @@ fn set_image_rollout_status_history_and_undo_behave_as_on_a_cluster() {
         lab.ok(&["rollout", "history", "deployment/web", "-n", "shop"]),
         "deployment.apps/web \nREVISION  CHANGE-CAUSE\n2         ship v2\n3         <none>\n\n"
     );
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
 
     assert_eq!(
         lab.ok(&[
@@ -165,14 +157,7 @@ fn set_image_rollout_status_history_and_undo_behave_as_on_a_cluster() {
 
     // Undoing to the revision already running is skipped, as kubectl says.
     // The revision annotation is the controller's: wait for it to run.
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
     let current = lab.sim.cluster.get("deployments", "shop", "web").unwrap()["metadata"]["annotations"]
         ["deployment.kubernetes.io/revision"]
         .as_str()
@@ -210,14 +195,7 @@ fn set_image_rollout_status_history_and_undo_behave_as_on_a_cluster() {
 #[test]
 fn a_rollout_that_never_becomes_ready_exceeds_its_progress_deadline() {
     let lab = Lab::new();
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
     lab.sim
         .cluster
         .patch_deployment(
@@ -299,9 +277,7 @@ fn statefulset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
         .cluster
         .create_statefulset("shop", "db", "img:v1", 3)
         .unwrap();
-    let status =
-        |lab: &Lab| lab.ok(&["rollout", "status", "sts/db", "-n", "shop", "--timeout=20s"]);
-    let first = status(&lab);
+    let first = lab.rolled_out("sts/db");
     assert!(
         first.contains("Waiting for 3 pods to be ready...\n"),
         "{first}"
@@ -314,7 +290,7 @@ fn statefulset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
         lab.ok(&["set", "image", "sts/db", "db=img:v2", "-n", "shop"]),
         "statefulset.apps/db image updated\n"
     );
-    let rolling = status(&lab);
+    let rolling = lab.rolled_out("sts/db");
     assert!(
         rolling.contains(
             "Waiting for partitioned roll out to finish: 1 out of 3 new pods have been updated...\n"
@@ -358,7 +334,7 @@ fn statefulset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
         "statefulset.apps/db rolled back\n"
     );
     assert_eq!(lab.image_of("statefulsets", "db"), "img:v1");
-    status(&lab);
+    lab.rolled_out("sts/db");
     // Revision 1 is reused and renumbered 3, as the controller's history does.
     assert_eq!(
         lab.ok(&["rollout", "history", "sts/db", "-n", "shop"]),
@@ -387,12 +363,12 @@ fn statefulset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
         err,
         "error: unable to find specified revision 9 in history\n"
     );
-    status(&lab);
+    lab.rolled_out("sts/db");
     assert_eq!(
         lab.ok(&["scale", "sts/db", "--replicas=2", "-n", "shop"]),
         "statefulset.apps/db scaled\n"
     );
-    let done = status(&lab);
+    let done = lab.rolled_out("sts/db");
     assert!(
         done.ends_with("partitioned roll out complete: 2 new pods have been updated...\n"),
         "{done}"
@@ -412,15 +388,8 @@ fn statefulset_and_daemonset_rollouts_of_a_bad_image_time_out() {
         .cluster
         .create_daemonset("shop", "agent", "img:v1")
         .unwrap();
-    lab.ok(&["rollout", "status", "sts/db", "-n", "shop", "--timeout=20s"]);
-    lab.ok(&[
-        "rollout",
-        "status",
-        "ds/agent",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("sts/db");
+    lab.rolled_out("ds/agent");
     lab.ok(&["set", "image", "sts/db", "db=img:bad", "-n", "shop"]);
     lab.ok(&["set", "image", "ds/agent", "agent=img:bad", "-n", "shop"]);
     let (code, out, err) =
@@ -451,14 +420,7 @@ fn statefulset_and_daemonset_rollouts_of_a_bad_image_time_out() {
         lab.ok(&["rollout", "undo", "ds/agent", "-n", "shop"]),
         "daemonset.apps/agent rolled back\n"
     );
-    let healed = lab.ok(&[
-        "rollout",
-        "status",
-        "ds/agent",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    let healed = lab.rolled_out("ds/agent");
     assert!(
         healed.ends_with("daemon set \"agent\" successfully rolled out\n"),
         "{healed}"
@@ -472,17 +434,10 @@ fn daemonset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
         .cluster
         .create_daemonset("shop", "agent", "img:v1")
         .unwrap();
-    let status = |lab: &Lab| {
-        lab.ok(&[
-            "rollout",
-            "status",
-            "ds/agent",
-            "-n",
-            "shop",
-            "--timeout=20s",
-        ])
-    };
-    assert!(status(&lab).ends_with("daemon set \"agent\" successfully rolled out\n"));
+    assert!(
+        lab.rolled_out("ds/agent")
+            .ends_with("daemon set \"agent\" successfully rolled out\n")
+    );
     // A DaemonSet's revision keeps the annotations it had when it was made.
     lab.ok(&[
         "annotate",
@@ -495,7 +450,7 @@ fn daemonset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
         lab.ok(&["set", "image", "ds/agent", "agent=img:v2", "-n", "shop"]),
         "daemonset.apps/agent image updated\n"
     );
-    let rolling = status(&lab);
+    let rolling = lab.rolled_out("ds/agent");
     assert!(
         rolling.contains("Waiting for daemon set \"agent\" rollout to finish: 1 out of 3 new pods have been updated...\n"),
         "{rolling}"
@@ -535,7 +490,7 @@ fn daemonset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
         "daemonset.apps/agent rolled back\n"
     );
     assert_eq!(lab.image_of("daemonsets", "agent"), "img:v1");
-    status(&lab);
+    lab.rolled_out("ds/agent");
     assert_eq!(
         lab.ok(&["rollout", "history", "ds/agent", "-n", "shop"]),
         "daemonset.apps/agent \nREVISION  CHANGE-CAUSE\n2         ship v2\n3         <none>\n\n"
@@ -568,41 +523,13 @@ fn daemonset_set_image_status_history_and_undo_behave_as_on_a_cluster() {
 #[test]
 fn an_undo_leaves_the_revision_history_on_the_reused_replicaset() {
     let lab = Lab::new();
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
     lab.ok(&["set", "image", "deployment/web", "web=img:v2", "-n", "shop"]);
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
     lab.ok(&["rollout", "undo", "deployment/web", "-n", "shop"]);
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
     lab.ok(&["rollout", "undo", "deployment/web", "-n", "shop"]);
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
     let rss = lab.json(&["get", "rs", "-l", "app=web"]);
     let mut seen: Vec<(String, String)> = rss["items"]
         .as_array()
@@ -645,14 +572,7 @@ fn an_undo_leaves_the_revision_history_on_the_reused_replicaset() {
 #[test]
 fn get_pods_prints_the_columns_a_cluster_prints() {
     let lab = Lab::new();
-    lab.ok(&[
-        "rollout",
-        "status",
-        "deployment/web",
-        "-n",
-        "shop",
-        "--timeout=20s",
-    ]);
+    lab.rolled_out("deployment/web");
     let out = lab.ok(&["get", "pods", "-n", "shop"]);
     let mut lines = out.lines();
     let header = lines.next().unwrap();
