@@ -293,6 +293,19 @@ impl Default for Cluster {
     }
 }
 
+/// An apps/v1 workload of `kind` whose pods run one container of `image`,
+/// selected by `app: NAME`; `spec` adds the kind's own fields.
+fn one_container(kind: &str, namespace: &str, name: &str, image: &str, mut spec: Value) -> Value {
+    spec["selector"] = json!({"matchLabels": {"app": name}});
+    spec["template"] = json!({"metadata": {"labels": {"app": name}},
+                              "spec": {"containers": [{"name": name, "image": image}]}});
+    json!({
+        "apiVersion": "apps/v1", "kind": kind,
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
+        "spec": spec,
+    })
+}
+
 /// "degraded" images are ready but fail 40% of their requests.
 pub fn degraded(image: &str) -> bool {
     image.contains("degraded")
@@ -1229,14 +1242,9 @@ impl Cluster {
         replicas: i64,
         progress_deadline_seconds: i64,
     ) -> Value {
-        let d = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-            "spec": {"replicas": replicas, "progressDeadlineSeconds": progress_deadline_seconds,
-                     "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": name, "image": image}]}}}
-        });
+        let spec =
+            json!({"replicas": replicas, "progressDeadlineSeconds": progress_deadline_seconds});
+        let d = one_container("Deployment", namespace, name, image, spec);
         self.create(&DEPLOYMENTS, namespace, d, false)
             .unwrap_or(Value::Null)
     }
@@ -1250,14 +1258,8 @@ impl Cluster {
         image: &str,
         replicas: i64,
     ) -> Result<Value, ApiError> {
-        let sts = json!({
-            "apiVersion": "apps/v1", "kind": "StatefulSet",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-            "spec": {"replicas": replicas, "serviceName": name,
-                     "selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": name, "image": image}]}}}
-        });
+        let spec = json!({"replicas": replicas, "serviceName": name});
+        let sts = one_container("StatefulSet", namespace, name, image, spec);
         self.create(&STATEFULSETS, namespace, sts, false)
     }
 
@@ -1269,13 +1271,7 @@ impl Cluster {
         name: &str,
         image: &str,
     ) -> Result<Value, ApiError> {
-        let ds = json!({
-            "apiVersion": "apps/v1", "kind": "DaemonSet",
-            "metadata": {"name": name, "namespace": namespace, "labels": {"app": name}},
-            "spec": {"selector": {"matchLabels": {"app": name}},
-                     "template": {"metadata": {"labels": {"app": name}},
-                                  "spec": {"containers": [{"name": name, "image": image}]}}}
-        });
+        let ds = one_container("DaemonSet", namespace, name, image, json!({}));
         self.create(&DAEMONSETS, namespace, ds, false)
     }
 
