@@ -229,17 +229,7 @@ fn a_watch_from_a_forgotten_resource_version_is_gone_and_bookmarks_are_sent() {
     let (code, body) = http_get(sim.addr, &format!("{path}&resourceVersion={rv}"));
     assert_eq!(code, 200);
     assert!(body.contains(r#""type":"BOOKMARK""#), "{body}");
-    for i in 0..rollbackd::sim::cluster::HISTORY_LIMIT {
-        sim.cluster
-            .patch_deployment(
-                "shop",
-                "web",
-                "application/merge-patch+json",
-                format!(r#"{{"metadata":{{"annotations":{{"n":"{i}"}}}}}}"#).as_bytes(),
-                false,
-            )
-            .unwrap();
-    }
+    sim.cluster.expire_watch_history("shop", "web").unwrap();
     let (code, body) = http_get(sim.addr, &format!("{path}&resourceVersion={rv}"));
     assert_eq!(code, 200, "the watch opens, then says why it cannot go on");
     assert!(

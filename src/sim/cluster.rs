@@ -1095,6 +1095,23 @@ impl Cluster {
         self.patch(&DEPLOYMENTS, namespace, name, content_type, body, dry_run)
     }
 
+    /// Changes a Deployment's annotations as many times as the watch
+    /// history holds events, so that every earlier resourceVersion is too
+    /// old to resume a watch from (410 Gone).
+    pub fn expire_watch_history(&self, namespace: &str, name: &str) -> Result<(), ApiError> {
+        for i in 0..HISTORY_LIMIT {
+            let body = format!(r#"{{"metadata":{{"annotations":{{"n":"{i}"}}}}}}"#);
+            self.patch_deployment(
+                namespace,
+                name,
+                "application/merge-patch+json",
+                body.as_bytes(),
+                false,
+            )?;
+        }
+        Ok(())
+    }
+
     /// DELETE: the object, as it was last; what it controls goes with it.
     pub fn delete(
         &self,
@@ -1553,16 +1570,7 @@ mod tests {
         let fresh = c.watch(&DEPLOYMENTS, Some("shop"), None).unwrap();
         assert_eq!(fresh.backlog.len(), 1);
         assert_eq!(fresh.backlog[0].kind, "ADDED");
-        for i in 0..HISTORY_LIMIT {
-            c.patch_deployment(
-                "shop",
-                "web",
-                "application/merge-patch+json",
-                format!(r#"{{"metadata":{{"annotations":{{"n":"{i}"}}}}}}"#).as_bytes(),
-                false,
-            )
-            .unwrap();
-        }
+        c.expire_watch_history("shop", "web").unwrap();
         let e = c.watch(&DEPLOYMENTS, Some("shop"), Some(rv)).err().unwrap();
         assert_eq!((e.code, e.reason), (410, "Expired"));
     }
