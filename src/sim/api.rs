@@ -103,8 +103,9 @@ fn answer(r: Result<Value, ApiError>, created: bool) -> Response {
     }
 }
 
-/// Injects the cluster's configured faults into API requests (never into
-/// the application side, which stands for the workloads themselves).
+/// Records each API request in the cluster's audit and injects the
+/// configured faults into it (neither touches the application side, which
+/// stands for the workloads themselves).
 async fn faults(
     State(c): State<Arc<Cluster>>,
     req: axum::extract::Request,
