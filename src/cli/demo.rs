@@ -400,6 +400,11 @@ struct Story {
     patched: Option<u64>,
     finished: Option<(String, u64)>,
     last_image: Option<String>,
+    /// The API server's view of the undo (image, mark), held until the
+    /// daemon's journal has told of the undo: the journal is read every
+    /// 100 ms, the API server's events arrive at once.
+    patch_news: Option<(String, String)>,
+    undo_told: bool,
 }
 
 impl Story {
@@ -457,12 +462,22 @@ impl Story {
         if self.last_image.as_deref() != Some(image.as_str()) {
             if let (Some(m), Act::Bad, None) = (mark, self.phase, self.patched) {
                 self.patched = Some(now_ms());
-                n.say(&format!(
-                    "API server: deployment/web patched back to {image} by rollbackd"
-                ));
-                n.detail(&format!("rollbackd.io/rollback = {m}"));
+                self.patch_news = Some((image.clone(), m.to_owned()));
+                self.tell_patch(n);
             }
             self.last_image = Some(image);
+        }
+    }
+
+    fn tell_patch(&mut self, n: &Narrator) {
+        if !self.undo_told {
+            return;
+        }
+        if let Some((image, mark)) = self.patch_news.take() {
+            n.say(&format!(
+                "API server: deployment/web patched back to {image} by rollbackd"
+            ));
+            n.detail(&format!("rollbackd.io/rollback = {mark}"));
         }
     }
 
@@ -492,21 +507,45 @@ impl Story {
         let rev = e["revision"]["id"].as_str().unwrap_or("?");
         let reason = e["reason"].as_str().unwrap_or("");
         match e["event"].as_str()? {
-            "armed" => n.say(&format!("revision {rev} rolled out: the watch is armed (a rollback is allowed for 10m)")),
-            "revision_observed" => n.say(&format!("revision {rev} is a rollback (a template that came back): it never arms")),
+            "armed" => n.say(&format!(
+                "revision {rev} rolled out: the watch is armed (a rollback is allowed for 10m)"
+            )),
+            "revision_observed" => n.say(&format!(
+                "revision {rev} is a rollback (a template that came back): it never arms"
+            )),
             "decided" => {
                 self.decided = e["ts"]
                     .as_str()
                     .and_then(|t| t.parse::<jiff::Timestamp>().ok())
                     .and_then(|t| u64::try_from(t.as_millisecond()).ok());
-                n.say(&format!("threshold reached: re-reading deployment/web before acting ({reason})"));
+                n.say(&format!(
+                    "threshold reached: re-reading deployment/web before acting ({reason})"
+                ));
             }
-            "rollback_started" => n.say(&format!("rollback started: undoing revision {} (journaled first)", e["from_revision"].as_str().unwrap_or("?"))),
+            "rollback_started" => n.say(&format!(
+                "rollback started: undoing revision {} (journaled first)",
+                e["from_revision"].as_str().unwrap_or("?")
+            )),
             "undo_patch" => {
-                let to = e["to_images"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default();
-                n.say(&format!("undo: restoring revision {}'s template ({to}), as kubectl rollout undo would", e["restored_revision"]));
+                let to = e["to_images"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(",")
+                    })
+                    .unwrap_or_default();
+                n.say(&format!(
+                    "undo: restoring revision {}'s template ({to}), as kubectl rollout undo would",
+                    e["restored_revision"]
+                ));
             }
-            "rollback_applied" => n.say(&format!("undo applied; the restored template is revision {}; waiting for the rollout as kubectl rollout status would", e["to_revision"].as_str().unwrap_or("?"))),
+            "rollback_applied" => {
+                n.say(&format!("undo applied; the restored template is revision {}; waiting for the rollout as kubectl rollout status would", e["to_revision"].as_str().unwrap_or("?")));
+                self.undo_told = true;
+                self.tell_patch(n);
+            }
             "verifying" => n.say("rollout complete; verifying that the checks recover (3s)"),
             "escalated" => n.say(&format!("escalated: {reason}")),
             "rollback_finished" => {
