@@ -4,40 +4,57 @@
 //! # Layout
 //!
 //! - [`engine`]: the pure decision core, one state machine per watch: no
-//!   I/O, no clock (SPEC §4 as unit tests).
-//! - [`check`]: the adapters that observe: HTTP health, Prometheus,
-//!   Alertmanager alerts.
-//! - [`rollback`]: the adapters that act: Kubernetes undo and rollout status
-//!   with kubectl's rules, command targets.
-//! - [`sim`]: the project's Kubernetes API simulator, for the tests and
-//!   `rollbackd demo`.
-//! - [`clock`]: wall-clock time for the adapters and the supervisor.
+//!   I/O, no clock, private state; every change is an input (every rule of
+//!   the README's "How it decides" a unit test).
+//! - [`runner`]: one watch driven end to end: its engine, its target's
+//!   adapter, the journal, the memory and the outbox; effects in order,
+//!   answers fed back. The daemon and the operator's commands are drivers
+//!   of the same runner.
+//! - [`check`]: the adapters that observe (HTTP health, Prometheus,
+//!   Alertmanager alerts) and the one `evaluate()` that runs a watch's
+//!   checks together.
+//! - [`rollback`]: the adapters that act, behind one enum `Adapter`
+//!   (command targets; Kubernetes Deployments, StatefulSets and DaemonSets
+//!   with kubectl's rules): observe, re-read, undo, await the rollout,
+//!   history, probe.
+//! - [`api`]: the documents the daemon serves and its clients read
+//!   (`/status`, control requests and answers).
 //! - [`config`]: the TOML files read into a validated [`config::Config`]
 //!   (every error located as `FILE:LINE:COLUMN`), secrets kept out of sight,
-//!   and the pure diff a reload acts on.
-//! - [`daemon`]: the long-running process: the supervisor that owns the live
-//!   configuration, the reload pipeline (file events and SIGHUP through one
-//!   path), signals, the HTTP endpoint, metrics and systemd notification.
+//!   and the pure diff a reload applies.
+//! - [`daemon`]: the long-running process: the supervisor (one runner per
+//!   watch, the reload pipeline with file events and SIGHUP through one
+//!   path, leadership), signals, the HTTP endpoint and systemd notification.
 //! - [`notify`]: events people hear about, rendered for Slack, email and
 //!   webhooks, the incident reports, and the durable outbox that delivers
 //!   them.
-//! - [`store`]: the state directory and its lock.
+//! - [`store`]: the state directory: its lock, the typed journal, each
+//!   watch's memory.
+//! - [`metrics`]: the metrics, in OpenMetrics text at `/metrics`.
+//! - [`clock`]: wall-clock time and its RFC 3339 forms, for the drivers
+//!   and adapters (the engine is handed `now`).
+//! - [`sim`]: the project's Kubernetes API simulator, for the tests and
+//!   `rollbackd demo`.
 //! - [`telemetry`]: logging through `tracing`, text or JSON, with secrets
 //!   scrubbed from every line.
 //! - [`cli`]: the command line (`run`, `check`, `notify-test`, `demo`), one
 //!   module per subcommand.
 //!
-//! Data flows one way: configuration, then the scheduler, checks and the
-//! decision engine, then the effects (rollback, notification, journal).
+//! Data flows one way: configuration, then the runner's checks and the
+//! decision engine, then the effects (journal, notification, rollback),
+//! whose answers go back into the engine.
 
+pub mod api;
 pub mod check;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod engine;
+pub mod metrics;
 pub mod notify;
 pub mod rollback;
+pub mod runner;
 pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -1,11 +1,15 @@
 //! The adapters that observe: HTTP health endpoints ([`http`]), Prometheus
 //! queries ([`prometheus`]) and firing Alertmanager alerts ([`alert`]). Each
 //! turns what it saw into an [`engine::CheckResult`](crate::engine::CheckResult);
-//! none of them decides anything.
+//! none of them decides anything. [`evaluate()`] runs a watch's checks
+//! together, for the daemon and the operator's commands alike.
 
 pub mod alert;
+pub mod evaluate;
 pub mod http;
 pub mod prometheus;
+
+pub use evaluate::{Baselines, Checking, Connections, evaluate};
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -77,7 +77,7 @@ pub enum QueryError {
 pub const MAX_ANSWER: usize = 16 * 1024 * 1024;
 
 impl QueryError {
-    /// A configuration problem, never a service failure (SPEC §4.1).
+    /// A configuration problem, never a service failure (the README's "How it decides").
     pub fn is_config_problem(&self) -> bool {
         matches!(
             self,
@@ -493,7 +493,7 @@ fn transport(e: reqwest::Error) -> QueryError {
 }
 
 /// Identical queries to one source within one interval are sent once: the
-/// first asks, the others share its answer (SPEC §4.1). "Within one
+/// first asks, the others share its answer (the README's "How it decides"). "Within one
 /// interval" means within one slot of the wall clock, `[k·interval,
 /// (k+1)·interval)`: every watch of that interval, whatever its phase, shares
 /// the slot's answer, and a watch's next evaluation always asks anew.

@@ -9,9 +9,11 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::{Exit, Global};
-use crate::config::{self, Config, KubernetesTarget, Target};
-use crate::rollback::kubernetes::workload::UndoPatch;
-use crate::rollback::kubernetes::{Connector, Handle};
+use std::sync::Arc;
+
+use crate::config::{self, Config, Target};
+use crate::rollback::Adapter;
+use crate::rollback::kubernetes::Connector;
 
 pub fn check(global: &Global, online: bool) -> Exit {
     match config::load(&global.config) {
@@ -167,7 +169,8 @@ async fn online_checks(cfg: &Config) -> Vec<Outcome> {
 
     let mut out = Vec::new();
     let mut clients = Clients::default();
-    let mut kubernetes: Option<Connector> = None;
+    // Connects on first use: only Kubernetes targets and leader election do.
+    let kubernetes = Arc::new(Connector::new(&cfg.kubernetes));
     let mut sources = BTreeMap::new();
     for (name, src) in &cfg.prometheus {
         let what = format!("prometheus source {name}");
@@ -206,32 +209,12 @@ async fn online_checks(cfg: &Config) -> Vec<Outcome> {
             let what = format!("watch {} health check {}", w.name, h.name);
             out.push((what, resolve(&h.url).await));
         }
-        if let Target::Kubernetes(t) = &w.target {
-            let k = kubernetes.get_or_insert_with(|| Connector::new(&cfg.kubernetes));
-            let what = format!(
-                "watch {} target {}/{}/{}",
-                w.name,
-                t.kind.as_str(),
-                t.namespace,
-                t.name
-            );
-            out.push((what, probe_target(k, t).await));
-        }
-        if let Target::Command(c) = &w.target {
-            out.push((
-                format!("watch {} rollback command", w.name),
-                executable(&c.rollback[0]),
-            ));
-            if let Some(cur) = &c.current {
-                out.push((
-                    format!("watch {} current command", w.name),
-                    executable(&cur[0]),
-                ));
-            }
+        for (subject, found) in Adapter::for_watch(w, &kubernetes).probe().await {
+            out.push((format!("watch {} {subject}", w.name), found));
         }
     }
     if let Some(le) = &cfg.kubernetes.leader_election {
-        let k = kubernetes.get_or_insert_with(|| Connector::new(&cfg.kubernetes));
+        let k = &kubernetes;
         out.push((
             format!("leader election lease {}/{}", le.namespace, le.lease),
             probe_lease(k, &le.namespace, &le.lease).await,
@@ -240,36 +223,9 @@ async fn online_checks(cfg: &Config) -> Vec<Outcome> {
     out
 }
 
-/// Reads a target and its history as the daemon would, and proves with a
-/// patch that changes nothing, sent as a dry run, that an undo would be
-/// allowed (RBAC and admission), without changing anything.
-async fn probe_target(k: &Connector, t: &KubernetesTarget) -> Result<String, String> {
-    let client = k.client(t.context.as_deref()).await?;
-    let h = Handle {
-        client,
-        target: t.clone(),
-        timeout: k.request_timeout(),
-    };
-    let (obj, history) = h.read(h.timeout).await.map_err(|e| e.to_string())?;
-    let noop = UndoPatch::Strategic(serde_json::json!({}));
-    h.patch(&noop, true, h.timeout)
-        .await
-        .map_err(|e| format!("readable, but an undo would fail: {e}"))?;
-    let current = match obj.current(&history) {
-        Some(e) => format!("at revision {} ({})", e.number, e.images().join(", ")),
-        None => "no revision yet".to_owned(),
-    };
-    Ok(format!(
-        "{current}, {} earlier revision{}; {}; may be patched (dry run)",
-        history.len().saturating_sub(1),
-        if history.len() == 2 { "" } else { "s" },
-        obj.rollout_status().message()
-    ))
-}
-
 async fn probe_lease(k: &Connector, namespace: &str, name: &str) -> Result<String, String> {
     use k8s_openapi::api::coordination::v1::Lease;
-    let client = k.client(None).await?;
+    let client = k.client(None).await.map_err(|e| e.to_string())?;
     let api: kube::Api<Lease> = kube::Api::namespaced(client, namespace);
     let what = format!("get lease {namespace}/{name}");
     match tokio::time::timeout(k.request_timeout(), api.get_opt(name)).await {
@@ -300,33 +256,5 @@ async fn resolve(url: &str) -> Result<String, String> {
             None => Err(format!("{host} resolves to no address")),
         },
         Err(e) => Err(format!("{host} does not resolve: {e}")),
-    }
-}
-
-/// Where a program would be found, as the daemon runs it (no shell).
-fn executable(program: &str) -> Result<String, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
-        vec![program.into()]
-    } else {
-        std::env::var_os("PATH")
-            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
-            .unwrap_or_default()
-    };
-    for c in &candidates {
-        if let Ok(m) = std::fs::metadata(c)
-            && m.is_file()
-        {
-            return if m.permissions().mode() & 0o111 != 0 {
-                Ok(format!("{} is executable", c.display()))
-            } else {
-                Err(format!("{} is not executable", c.display()))
-            };
-        }
-    }
-    if program.contains('/') {
-        Err(format!("{program} does not exist"))
-    } else {
-        Err(format!("{program} is not on PATH"))
     }
 }

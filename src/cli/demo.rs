@@ -73,12 +73,6 @@ impl Narrator {
     }
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 pub fn demo(global: &Global) -> Exit {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -159,7 +153,12 @@ async fn tell(global: &Global, dir: &Path, n: &Narrator) -> Result<Exit, String>
     let (notify_addr, mut notifications) = receive_notifications(n.start)
         .await
         .map_err(|e| format!("cannot start the notification receiver: {e}"))?;
-    let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+    // Bound here and handed to the daemon: the port cannot be taken in
+    // between.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("cannot listen on loopback: {e}"))?;
+    let port = listener.local_addr().map_err(|e| e.to_string())?.port();
     std::fs::create_dir(dir.join("watches.d")).map_err(|e| e.to_string())?;
     let write = |p: PathBuf, text: String| {
         std::fs::write(&p, text).map_err(|e| format!("{}: {e}", p.display()))
@@ -186,11 +185,14 @@ async fn tell(global: &Global, dir: &Path, n: &Narrator) -> Result<Exit, String>
     let telemetry = Telemetry::init(LogFormat::Text, "error", overrides, redactor.clone())
         .map_err(|e| e.to_string())?;
     let stop = CancellationToken::new();
-    let daemon = tokio::spawn(crate::daemon::run_until(
+    let daemon = tokio::spawn(crate::daemon::run(
         cfg,
-        telemetry,
-        redactor,
+        listener,
         stop.clone(),
+        crate::daemon::Logging {
+            telemetry,
+            redactor,
+        },
     ));
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::builder()

@@ -14,7 +14,7 @@ use clap::{Args, CommandFactory, Parser, Subcommand, ValueEnum};
 use crate::config::{DEFAULT_CONFIG_PATH, LogFormat};
 use crate::telemetry::Overrides;
 
-/// Exit codes, the same for every subcommand (SPEC §2).
+/// Exit codes, the same for every subcommand (the README's "Exit codes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
     Success = 0,

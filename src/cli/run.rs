@@ -5,6 +5,7 @@ use super::{Exit, Global};
 use crate::config::{self, Redactor};
 use crate::daemon;
 use crate::telemetry::Telemetry;
+use tokio_util::sync::CancellationToken;
 
 pub fn run(global: &Global) -> Exit {
     if let Some(level) = &global.log_level
@@ -49,7 +50,15 @@ pub fn run(global: &Global) -> Exit {
             return Exit::Failure;
         }
     };
-    match runtime.block_on(daemon::run(cfg, telemetry, redactor.clone())) {
+    let logging = daemon::Logging {
+        telemetry,
+        redactor: redactor.clone(),
+    };
+    let served = runtime.block_on(async {
+        let listener = daemon::bind(cfg.daemon.listen).await?;
+        daemon::run(cfg, listener, CancellationToken::new(), logging).await
+    });
+    match served {
         Ok(()) => Exit::Success,
         Err(e) => {
             let msg = redactor.redact(&e.to_string());

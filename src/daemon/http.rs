@@ -13,16 +13,17 @@ use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::Shared;
-use super::supervisor::{WatchAction, WatchCommand};
+use super::DaemonState;
+use super::supervisor::WatchCommand;
+use crate::api::{ControlAnswer, WatchAction};
 
 /// `/healthz` fails once the supervisor has not ticked for this long.
 const STALL: Duration = Duration::from_secs(10);
 
-/// Bodies larger than this are refused (SPEC §4.6).
+/// Bodies larger than this are refused (the README's "HTTP endpoint").
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
-pub fn router(shared: Arc<Shared>) -> Router {
+pub fn router(shared: Arc<DaemonState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -37,7 +38,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    shared: Arc<DaemonState>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     axum::serve(listener, router(shared))
@@ -67,7 +68,7 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     json(status, serde_json::json!({ "error": message.into() }))
 }
 
-async fn healthz(State(s): State<Arc<Shared>>) -> Response {
+async fn healthz(State(s): State<Arc<DaemonState>>) -> Response {
     let age = s.heartbeat_age();
     if age <= STALL {
         text(StatusCode::OK, "ok\n".into())
@@ -79,7 +80,7 @@ async fn healthz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn readyz(State(s): State<Arc<Shared>>) -> Response {
+async fn readyz(State(s): State<Arc<DaemonState>>) -> Response {
     if s.ready.load(std::sync::atomic::Ordering::Acquire) {
         let role = match (&s.election, s.is_leader()) {
             (None, _) => String::new(),
@@ -95,7 +96,7 @@ async fn readyz(State(s): State<Arc<Shared>>) -> Response {
     }
 }
 
-async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+async fn metrics(State(s): State<Arc<DaemonState>>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -106,7 +107,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> Response {
         .into_response()
 }
 
-async fn status(State(s): State<Arc<Shared>>) -> Response {
+async fn status(State(s): State<Arc<DaemonState>>) -> Response {
     let rendered = serde_json::to_value(s.status()).and_then(|mut doc| {
         s.redactor.redact_json(&mut doc);
         serde_json::to_string_pretty(&doc)
@@ -125,7 +126,7 @@ async fn status(State(s): State<Arc<Shared>>) -> Response {
 }
 
 /// Every POST needs the bearer token when one is configured.
-fn authorized(s: &Shared, headers: &HeaderMap) -> Result<(), Box<Response>> {
+fn authorized(s: &DaemonState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     let token = s.config.borrow().daemon.control_token.clone();
     let Some(token) = token else { return Ok(()) };
     let given = headers
@@ -146,11 +147,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn alertmanager(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> Response {
+async fn alertmanager(
+    State(s): State<Arc<DaemonState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    match s.alerts.apply(&body, super::scheduler::now_ms()) {
+    match s.alerts.apply(&body, crate::clock::now_ms()) {
         Ok(applied) => {
             tracing::debug!(
                 firing = applied.firing,
@@ -170,7 +175,7 @@ async fn alertmanager(State(s): State<Arc<Shared>>, headers: HeaderMap, body: By
 }
 
 async fn control(
-    State(s): State<Arc<Shared>>,
+    State(s): State<Arc<DaemonState>>,
     Path((name, action)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
@@ -183,11 +188,10 @@ async fn control(
     if let Err(r) = authorized(&s, &headers) {
         return *r;
     }
-    let action = match action.as_str() {
-        "pause" => WatchAction::Pause,
-        "resume" => WatchAction::Resume,
-        "reset" => WatchAction::Reset,
-        other => {
+    let action = match WatchAction::parse(&action) {
+        Some(a) => a,
+        None => {
+            let other = action.as_str();
             return error(
                 StatusCode::NOT_FOUND,
                 format!("unknown action {other:?}; use pause, resume or reset"),
@@ -209,7 +213,7 @@ async fn control(
     match answer.await {
         Ok(Ok(state)) => json(
             StatusCode::OK,
-            serde_json::json!({ "watch": name, "state": state }),
+            serde_json::to_value(ControlAnswer { watch: name, state }).unwrap_or_default(),
         ),
         Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
         Err(_) => error(StatusCode::SERVICE_UNAVAILABLE, "shutting down"),

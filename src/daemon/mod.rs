@@ -1,15 +1,11 @@
-//! The long-running daemon: the supervisor that owns the live configuration,
-//! the engines and the clock (`supervisor`), the watch loops that observe
-//! (`scheduler`), and the machinery around them (reloads from file events
-//! and SIGHUP through one path, signals, the HTTP endpoint, metrics, systemd
-//! notification).
+//! The long-running daemon: the supervisor that owns the live configuration
+//! and one runner per watch (`supervisor`), and the machinery around them
+//! (reloads from file events and SIGHUP through one path, leader election,
+//! signals, the HTTP endpoint, systemd notification).
 
 mod http;
 mod leader;
-mod metrics;
-mod scheduler;
 pub mod signals;
-pub mod status;
 mod supervisor;
 mod systemd;
 mod watcher;
@@ -17,7 +13,7 @@ mod watcher;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpListener;
@@ -25,15 +21,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::api::ReloadRecord;
 use crate::check::alert::AlertStore;
+use crate::check::{Checking, Connections};
 use crate::config::{Config, Redactor};
+use crate::metrics::Metrics;
+use crate::runner::{Clock, Services};
 use crate::store::journal::Journal;
 use crate::store::memory::MemoryStore;
 use crate::store::{StateDir, StoreError};
 use crate::telemetry::Telemetry;
-pub use metrics::Metrics;
-use status::{Live, ReloadRecord};
-use supervisor::{Channels, Parts, Supervisor, WatchCommand};
+use supervisor::{Supervisor, WatchCommand};
 
 /// Messages to the supervisor. SIGHUP and file events both send `Reload`,
 /// so there is one reload path.
@@ -66,7 +64,7 @@ pub enum DaemonError {
 }
 
 /// What the supervisor shares with the HTTP endpoint.
-pub struct Shared {
+pub struct DaemonState {
     config: watch::Receiver<Arc<Config>>,
     loaded_at: RwLock<SystemTime>,
     last_reload: RwLock<Option<ReloadRecord>>,
@@ -75,7 +73,7 @@ pub struct Shared {
     started: Instant,
     heartbeat_ms: AtomicU64,
     redactor: Redactor,
-    live: RwLock<BTreeMap<String, Live>>,
+    services: Arc<Services>,
     alerts: Arc<AlertStore>,
     commands: mpsc::Sender<WatchCommand>,
     /// Holds the Lease (always, without leader election).
@@ -84,7 +82,7 @@ pub struct Shared {
     election: Option<(String, String)>,
 }
 
-impl Shared {
+impl DaemonState {
     fn beat(&self) {
         let ms = self.started.elapsed().as_millis() as u64;
         self.heartbeat_ms.store(ms, Ordering::Release);
@@ -99,13 +97,7 @@ impl Shared {
         self.leader.load(Ordering::Acquire)
     }
 
-    fn forget(&self, watch: &str) {
-        if let Ok(mut l) = self.live.write() {
-            l.remove(watch);
-        }
-    }
-
-    fn status(&self) -> status::Status {
+    fn status(&self) -> crate::api::Status {
         let config = self.config.borrow().clone();
         let loaded_at = self
             .loaded_at
@@ -113,8 +105,13 @@ impl Shared {
             .map(|t| *t)
             .unwrap_or(SystemTime::UNIX_EPOCH);
         let last = self.last_reload.read().ok().and_then(|r| r.clone());
-        let live = self.live.read().map(|l| l.clone()).unwrap_or_default();
-        status::build(&config, loaded_at, last, &live, self.is_leader())
+        let live = self
+            .services
+            .board
+            .read()
+            .map(|l| l.clone())
+            .unwrap_or_default();
+        crate::api::build(&config, loaded_at, last, &live, self.is_leader())
     }
 }
 
@@ -124,24 +121,33 @@ fn epoch_secs(t: SystemTime) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Runs the daemon until SIGTERM or SIGINT. The configuration has been
-/// loaded and the logger installed by the caller.
-pub async fn run(
-    config: Config,
-    telemetry: Telemetry,
-    redactor: Redactor,
-) -> Result<(), DaemonError> {
-    run_until(config, telemetry, redactor, CancellationToken::new()).await
+/// Binds the daemon's HTTP endpoint (`daemon.listen`).
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, DaemonError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|error| DaemonError::Bind { addr, error })
 }
 
-/// [`run`], also stopping when `shutdown` is cancelled (the demo stops its
-/// daemon this way once the story is told).
-pub async fn run_until(
+/// Where the daemon's logs go and what they never show.
+pub struct Logging {
+    pub telemetry: Telemetry,
+    pub redactor: Redactor,
+}
+
+/// Runs the daemon until SIGTERM, SIGINT or `shutdown`, serving HTTP on
+/// `listener` (bound by the caller: the command line binds
+/// `daemon.listen`, tests and the demo a port of their choosing). The
+/// configuration has been loaded and the logger installed by the caller.
+pub async fn run(
     config: Config,
-    telemetry: Telemetry,
-    redactor: Redactor,
+    listener: TcpListener,
     shutdown: CancellationToken,
+    logging: Logging,
 ) -> Result<(), DaemonError> {
+    let Logging {
+        telemetry,
+        redactor,
+    } = logging;
     let state = StateDir::open(&config.daemon.state_dir)?;
     let journal = Journal::open(state.path()).map_err(DaemonError::StateFiles)?;
     let memory = MemoryStore::open(state.path()).map_err(DaemonError::StateFiles)?;
@@ -151,18 +157,13 @@ pub async fn run_until(
         warn!(problem = %w, "firing alerts forgotten");
     }
     let alerts = Arc::new(alerts);
-    let addr = config.daemon.listen;
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|error| DaemonError::Bind { addr, error })?;
-    let local = listener
-        .local_addr()
-        .map_err(|error| DaemonError::Bind { addr, error })?;
+    let local = listener.local_addr().map_err(|error| DaemonError::Bind {
+        addr: config.daemon.listen,
+        error,
+    })?;
 
-    let (control_tx, control_rx) = mpsc::channel(8);
-    let (reports_tx, reports_rx) = mpsc::channel(1024);
-    let (answers_tx, answers_rx) = mpsc::channel(256);
-    let (commands_tx, commands_rx) = mpsc::channel(16);
+    let (control_tx, mut control_rx) = mpsc::channel(8);
+    let (commands_tx, mut commands_rx) = mpsc::channel(16);
     signals::spawn(control_tx.clone(), shutdown.clone()).map_err(DaemonError::Signals)?;
     // Without inotify (its instances are a per-user limit that busy nodes
     // exhaust) the daemon still works: SIGHUP reloads.
@@ -180,19 +181,27 @@ pub async fn run_until(
     }
 
     let metrics = Arc::new(Metrics::new());
-    let (probes_tx, probes_rx) = watch::channel(Arc::new(scheduler::Probes::build(&config)));
-    let sched = Arc::new(scheduler::Shared {
-        probes: probes_rx,
-        coalescer: Default::default(),
-        alerts: alerts.clone(),
-        permits: tokio::sync::Semaphore::new(scheduler::MAX_CONCURRENT_CHECKS),
-        metrics: metrics.clone(),
-    });
     let election = config.kubernetes.leader_election.clone();
     let identity = leader::identity();
-    let (config_tx, config_rx) = watch::channel(Arc::new(config));
+    let config = Arc::new(config);
+    let (connections_tx, connections_rx) =
+        watch::channel(Arc::new(Connections::build(config.clone())));
+    let services = Arc::new(Services {
+        state_dir: state.path().to_path_buf(),
+        journal: Mutex::new(journal),
+        memory,
+        outbox: outbox.clone(),
+        checking: Checking::new(alerts.clone(), metrics.clone()),
+        connections: connections_rx,
+        redactor: redactor.clone(),
+        host: supervisor::hostname(),
+        board: RwLock::new(BTreeMap::new()),
+        metrics: metrics.clone(),
+        clock: Clock::Wall,
+    });
+    let (config_tx, config_rx) = watch::channel(config);
     let now = SystemTime::now();
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(DaemonState {
         config: config_rx,
         loaded_at: RwLock::new(now),
         last_reload: RwLock::new(None),
@@ -201,7 +210,7 @@ pub async fn run_until(
         started: Instant::now(),
         heartbeat_ms: AtomicU64::new(0),
         redactor,
-        live: RwLock::new(BTreeMap::new()),
+        services: services.clone(),
         alerts,
         commands: commands_tx,
         leader: AtomicBool::new(election.is_none()),
@@ -213,19 +222,14 @@ pub async fn run_until(
     metrics.config_last_reload_successful.set(1);
     metrics.leader.set(i64::from(election.is_none()));
 
-    let mut sup = Supervisor::new(Parts {
-        shared: shared.clone(),
-        config: config_tx,
+    let mut sup = Supervisor::new(
+        shared.clone(),
+        config_tx,
         telemetry,
         watcher,
-        journal,
-        memory,
-        sched,
-        probes: probes_tx,
-        reports: reports_tx,
-        answers: answers_tx,
-        outbox: outbox.clone(),
-    });
+        services.clone(),
+        connections_tx,
+    );
     // The outbox worker outlives the supervisor's shutdown, so that what
     // the last actions notify still has its chance to go out.
     let notify_stop = CancellationToken::new();
@@ -238,23 +242,17 @@ pub async fn run_until(
         )
         .run(notify_stop.clone()),
     );
-    sup.start();
+    sup.start().await;
     if let Some(settings) = election {
         info!(identity = %identity, lease = %settings.lease, namespace = %settings.namespace, "standing by until this replica holds the Lease");
         let elector = leader::Elector {
-            connector: sup.probes_now().kube.clone(),
+            connector: services.connections.borrow().kube.clone(),
             settings,
             identity,
             control: control_tx.clone(),
         };
         tokio::spawn(elector.run(shutdown.clone()));
     }
-    let mut channels = Channels {
-        control: control_rx,
-        reports: reports_rx,
-        answers: answers_rx,
-        commands: commands_rx,
-    };
 
     let http = tokio::spawn(http::serve(listener, shared.clone(), shutdown.clone()));
     shared.ready.store(true, Ordering::Release);
@@ -270,11 +268,12 @@ pub async fn run_until(
     }
     systemd::ready(&sup.ready_line());
 
-    sup.run(&mut channels, shutdown.clone()).await;
+    sup.run(&mut control_rx, &mut commands_rx, shutdown.clone())
+        .await;
 
     systemd::stopping();
     let grace = sup.config.borrow().daemon.shutdown_timeout;
-    sup.shutdown(&mut channels, grace).await;
+    sup.shutdown(grace).await;
     notify_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(3), notify_worker).await;
     match tokio::time::timeout(Duration::from_secs(2), http).await {

@@ -1,148 +1,57 @@
-//! The supervisor: the one task that owns the live configuration, every
-//! watch's engine and the clock. It feeds the engines what the watch loops
-//! observed and what the adapters answered, and carries out their effects in
-//! order: journal (durably) and notify before acting, persist after.
+//! The supervisor: the one task that owns the live configuration and one
+//! [`Runner`] per watch. It applies reloads (the same diff it logs), gains
+//! and gives up the right to act with leader election, forwards operators'
+//! instructions, and keeps the metrics that span watches. Deciding and
+//! acting are the runners'.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::scheduler::{self, Observation, Probes, Report, Running, now_ms};
-use super::status::{self, Live, ReloadRecord};
-use super::{Control, Shared, metrics, systemd, watcher};
-use crate::check::prometheus::Baseline;
-use crate::config::{self, Config, Target, Watch};
-use crate::engine::{
-    ActResult, Effect, EventKind, Input, Machine, Origin, Phase, Policy, Recheck, Record, Revision,
-    RolloutResult, Trigger,
-};
-use crate::rollback::{command, kubernetes};
-use crate::store::journal::Journal;
-use crate::store::memory::{Loaded, MemoryStore};
+use super::{Control, DaemonState, systemd, watcher};
+use crate::api::{ReloadRecord, WatchAction};
+use crate::check::Connections;
+use crate::clock::rfc3339;
+use crate::config::{self, Config, ConfigDiff, Watch};
+use crate::engine::JournalSummary;
+use crate::metrics::{KindLabel, ResultLabel, StateLabel};
+use crate::runner::{Msg, Runner, Services, Stop};
+use crate::store::journal::{self, Journal};
 use crate::telemetry::Telemetry;
 
 /// An operator's instruction to one watch (the control endpoints).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WatchAction {
-    Pause,
-    Resume,
-    Reset,
-}
-
 pub struct WatchCommand {
     pub watch: String,
     pub action: WatchAction,
     pub reply: oneshot::Sender<Result<String, String>>,
 }
 
-/// An adapter's answer to an effect, with the output of a command it ran.
-pub struct Answer {
-    watch: String,
-    input: Input,
-    output: Option<command::Run>,
-    /// What a Kubernetes undo restored, for the journal and reports.
-    undo: Option<kubernetes::act::UndoDetail>,
-    /// The leadership term the action ran in: answers of an earlier term
-    /// are dropped.
-    term: u64,
-}
-
-/// What `watches/NAME.json` holds.
-#[derive(Serialize, Deserialize)]
-struct Memory {
-    machine: Machine,
-    #[serde(default)]
-    baselines: BTreeMap<String, (String, Baseline)>,
-}
-
-struct WatchRuntime {
-    def: Arc<Watch>,
-    machine: Machine,
-    baselines: BTreeMap<String, (String, Baseline)>,
-    running: Running,
-    /// What the last Kubernetes undo restored, by rollback id.
-    undo: Option<(String, kubernetes::act::UndoDetail)>,
-}
-
-pub struct Channels {
-    pub control: mpsc::Receiver<Control>,
-    pub reports: mpsc::Receiver<Report>,
-    pub answers: mpsc::Receiver<Answer>,
-    pub commands: mpsc::Receiver<WatchCommand>,
+/// A runner in its task.
+struct Running {
+    inbox: mpsc::Sender<Msg>,
+    stop: Stop,
+    task: JoinHandle<()>,
 }
 
 pub struct Supervisor {
-    pub(super) shared: Arc<Shared>,
+    pub(super) state: Arc<DaemonState>,
     pub(super) config: watch::Sender<Arc<Config>>,
     pub(super) telemetry: Telemetry,
     pub(super) watcher: Option<watcher::ConfigWatcher>,
-    journal: Journal,
-    memory: MemoryStore,
-    sched: Arc<scheduler::Shared>,
-    probes: watch::Sender<Arc<Probes>>,
-    reports: mpsc::Sender<Report>,
-    answers: mpsc::Sender<Answer>,
-    watches: BTreeMap<String, WatchRuntime>,
-    generation: u64,
-    in_flight: usize,
-    host: String,
+    services: Arc<Services>,
+    connections: watch::Sender<Arc<Connections>>,
+    runners: BTreeMap<String, Running>,
+    /// Runners told to stop whose task may not have ended yet: a watch that
+    /// comes back waits for its old runner to have saved its memory.
+    retiring: BTreeMap<String, JoinHandle<()>>,
+    /// What the journal says of each watch, read when leadership starts.
+    journal_view: BTreeMap<String, JournalSummary>,
     coalescer_seen: (u64, u64),
-    journal_view: BTreeMap<String, JournalView>,
-    outbox: crate::notify::Outbox,
-    /// Leadership terms so far; actions carry theirs.
-    term: u64,
-    /// Cancelled when the leadership is lost: actions in flight stop.
-    actions: CancellationToken,
-}
-
-#[derive(Default)]
-struct JournalView {
-    /// The last rollback started and not finished: (rollback_id, from).
-    open: Option<(String, String)>,
-    bad: std::collections::BTreeSet<String>,
-}
-
-/// The journal is written before every action, the memory after: where they
-/// disagree (a crash between the two, a lost memory file), the journal wins.
-/// A started rollback the memory does not know is resumed, never restarted.
-fn reconcile(machine: &mut Machine, view: &JournalView, name: &str) {
-    for b in &view.bad {
-        machine.bad_revisions.insert(b.clone());
-    }
-    let Some((id, from)) = &view.open else { return };
-    let finished = machine
-        .last_rollback
-        .as_ref()
-        .is_some_and(|l| &l.rollback_id == id);
-    if machine.phase == Phase::Watching && !finished {
-        warn!(watch = %name, rollback_id = %id, "the journal shows a rollback started and not finished; resuming it");
-        machine.phase = Phase::Acting {
-            rollback_id: id.clone(),
-            from: from.clone(),
-            to: None,
-            started: now_ms(),
-            dry_run: false,
-        };
-    }
-}
-
-pub struct Parts {
-    pub shared: Arc<Shared>,
-    pub config: watch::Sender<Arc<Config>>,
-    pub telemetry: Telemetry,
-    pub watcher: Option<watcher::ConfigWatcher>,
-    pub journal: Journal,
-    pub memory: MemoryStore,
-    pub sched: Arc<scheduler::Shared>,
-    pub probes: watch::Sender<Arc<Probes>>,
-    pub reports: mpsc::Sender<Report>,
-    pub answers: mpsc::Sender<Answer>,
-    pub outbox: crate::notify::Outbox,
 }
 
 pub(super) fn hostname() -> String {
@@ -154,40 +63,33 @@ pub(super) fn hostname() -> String {
 }
 
 impl Supervisor {
-    pub fn new(p: Parts) -> Self {
+    pub fn new(
+        state: Arc<DaemonState>,
+        config: watch::Sender<Arc<Config>>,
+        telemetry: Telemetry,
+        watcher: Option<watcher::ConfigWatcher>,
+        services: Arc<Services>,
+        connections: watch::Sender<Arc<Connections>>,
+    ) -> Self {
         Self {
-            shared: p.shared,
-            config: p.config,
-            telemetry: p.telemetry,
-            watcher: p.watcher,
-            journal: p.journal,
-            memory: p.memory,
-            sched: p.sched,
-            probes: p.probes,
-            reports: p.reports,
-            answers: p.answers,
-            watches: BTreeMap::new(),
-            generation: 0,
-            in_flight: 0,
-            host: hostname(),
-            coalescer_seen: (0, 0),
+            state,
+            config,
+            telemetry,
+            watcher,
+            services,
+            connections,
+            runners: BTreeMap::new(),
+            retiring: BTreeMap::new(),
             journal_view: BTreeMap::new(),
-            outbox: p.outbox,
-            term: 0,
-            actions: CancellationToken::new(),
+            coalescer_seen: (0, 0),
         }
     }
 
-    /// What the journal says each watch did, for [`reconcile`]: rollbacks
-    /// started and never finished, and revisions rolled away from.
+    /// What the journal says each watch did: rollbacks started and never
+    /// finished, and revisions rolled away from.
     fn read_journal(&mut self) {
-        let dir = self
-            .journal
-            .path()
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default();
-        let (records, damage) = match tokio::task::block_in_place(|| Journal::read(&dir)) {
+        let dir = self.services.state_dir.clone();
+        let (lines, damage) = match tokio::task::block_in_place(|| Journal::read(&dir)) {
             Ok(r) => r,
             Err(e) => {
                 error!(error = %e, "cannot read the journal; rollbacks in progress cannot be checked against it");
@@ -197,134 +99,82 @@ impl Supervisor {
         for d in damage {
             warn!(line = d.line, problem = %d.problem, "skipping an unreadable journal line");
         }
-        for r in records {
-            let (Some(watch), Some(event)) = (r["watch"].as_str(), r["event"].as_str()) else {
-                continue;
-            };
-            let view = self.journal_view.entry(watch.to_owned()).or_default();
-            let id = r["rollback_id"].as_str().map(str::to_owned);
-            let from = r["from_revision"].as_str().map(str::to_owned);
-            match (event, id, from) {
-                ("rollback_started", Some(id), Some(from)) => view.open = Some((id, from)),
-                ("rollback_applied", _, Some(from)) => {
-                    view.bad.insert(from);
-                }
-                ("rollback_finished", Some(id), _)
-                    if view.open.as_ref().is_some_and(|o| o.0 == id) =>
-                {
-                    view.open = None
-                }
-                _ => {}
-            }
-        }
+        self.journal_view = journal::summaries(&lines);
     }
 
-    /// Starts a loop for every watch of the running configuration.
-    pub fn start(&mut self) {
+    /// Starts a runner for every watch of the running configuration.
+    pub async fn start(&mut self) {
+        if !self.state.is_leader() {
+            return;
+        }
         self.read_journal();
         let cfg = self.config.borrow().clone();
-        self.sync_watches(&cfg);
+        for w in &cfg.watches {
+            if !self.runners.contains_key(&w.name) {
+                self.add(w).await;
+            }
+        }
         self.publish_counts();
     }
 
-    pub async fn run(&mut self, ch: &mut Channels, shutdown: CancellationToken) {
+    pub async fn run(
+        &mut self,
+        control: &mut mpsc::Receiver<Control>,
+        commands: &mut mpsc::Receiver<WatchCommand>,
+        shutdown: CancellationToken,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let watchdog = systemd::watchdog_interval();
         let mut pet = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
         loop {
-            self.shared.beat();
+            self.state.beat();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(msg) = ch.control.recv() => match msg {
+                Some(msg) = control.recv() => match msg {
                     Control::Reload { cause } => self.reload(cause).await,
-                    Control::Leadership { leader } => self.leadership(leader),
+                    Control::Leadership { leader } => self.leadership(leader).await,
                 },
-                Some(a) = ch.answers.recv() => self.on_answer(a),
-                Some(c) = ch.commands.recv() => self.on_command(c),
-                Some(r) = ch.reports.recv() => self.on_report(r),
-                _ = tick.tick() => self.on_tick(),
+                Some(c) = commands.recv() => self.on_command(c),
+                _ = tick.tick() => self.refresh_metrics(),
                 _ = pet.tick(), if watchdog.is_some() => systemd::watchdog(),
             }
         }
     }
 
     /// Stops evaluating, lets actions in flight reach their answer (bounded
-    /// by `grace`), and saves every watch's memory.
-    pub async fn shutdown(&mut self, ch: &mut Channels, grace: Duration) {
-        for rt in self.watches.values() {
-            rt.running.cancel.cancel();
+    /// by `grace`), and lets every runner save its memory.
+    pub async fn shutdown(&mut self, grace: Duration) {
+        let runners = std::mem::take(&mut self.runners);
+        for r in runners.values() {
+            r.stop.graceful.cancel();
         }
-        let deadline = tokio::time::Instant::now() + grace;
-        while self.in_flight > 0 {
-            info!(
-                actions = self.in_flight,
-                "waiting for actions in flight to finish"
-            );
-            match tokio::time::timeout_at(deadline, ch.answers.recv()).await {
-                Ok(Some(a)) => self.on_answer(a),
-                Ok(None) => break,
-                Err(_) => {
-                    warn!(
-                        actions = self.in_flight,
-                        "shutdown timeout: leaving actions in flight; they resume at the next start"
-                    );
-                    break;
-                }
+        let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(1);
+        for (name, r) in runners {
+            if tokio::time::timeout_at(deadline, r.task).await.is_err() {
+                warn!(watch = %name, "the watch did not stop within the shutdown timeout");
             }
         }
-        let names: Vec<String> = self.watches.keys().cloned().collect();
-        for name in names {
-            // Failures are logged where they happen; nothing here acts on them.
-            let _ = self.persist(&name);
+        for (_, task) in std::mem::take(&mut self.retiring) {
+            let _ = tokio::time::timeout_at(deadline, task).await;
         }
-    }
-
-    fn policy_of(def: &Watch) -> Policy {
-        Policy::from_settings(&def.settings)
-    }
-
-    fn spawn_loop(
-        &mut self,
-        def: &Arc<Watch>,
-        machine: &Machine,
-        baselines: &BTreeMap<String, (String, Baseline)>,
-        continuing: bool,
-    ) -> Running {
-        self.generation += 1;
-        scheduler::spawn(
-            def.clone(),
-            self.sched.clone(),
-            self.generation,
-            self.reports.clone(),
-            machine.revision.clone(),
-            baselines.clone(),
-            continuing,
-        )
-    }
-
-    pub(super) fn probes_now(&self) -> Arc<Probes> {
-        self.probes.borrow().clone()
     }
 
     /// Gains or gives up the right to evaluate and act. A new leader reads
     /// its state afresh (the journal, each watch's memory) and starts every
-    /// watch; one that loses the Lease saves and stops them all.
-    fn leadership(&mut self, leader: bool) {
+    /// watch; one that loses the Lease stops them all at once.
+    async fn leadership(&mut self, leader: bool) {
         use std::sync::atomic::Ordering;
-        if self.shared.leader.swap(leader, Ordering::AcqRel) == leader {
+        if self.state.leader.swap(leader, Ordering::AcqRel) == leader {
             return;
         }
-        self.term += 1;
-        self.actions.cancel();
-        self.actions = CancellationToken::new();
-        self.shared.metrics.leader.set(i64::from(leader));
+        self.state.metrics.leader.set(i64::from(leader));
         if leader {
-            self.start();
+            self.start().await;
             return;
         }
-        let names: Vec<String> = self.watches.keys().cloned().collect();
+        let names: Vec<String> = self.runners.keys().cloned().collect();
         for name in names {
             self.retire(
                 &name,
@@ -334,453 +184,129 @@ impl Supervisor {
         self.journal_view.clear();
     }
 
-    /// Saves a watch's memory and stops its loop; `in_progress` is said if
-    /// a rollback was under way.
+    /// Stops a watch's runner at once (its memory is saved as it stops);
+    /// `in_progress` is said if a rollback was under way.
     fn retire(&mut self, name: &str, in_progress: &str) {
-        // Failures are logged where they happen; nothing here acts on them.
-        let _ = self.persist(name);
-        if let Some(rt) = self.watches.remove(name) {
-            rt.running.cancel.cancel();
-            if rt.machine.phase != Phase::Watching {
-                warn!(watch = %name, "{in_progress}");
-            }
+        let Some(r) = self.runners.remove(name) else {
+            return;
+        };
+        r.stop.abandon.cancel();
+        let busy = self
+            .services
+            .board
+            .read()
+            .ok()
+            .and_then(|b| b.get(name).map(|l| l.state.clone()))
+            .is_some_and(|s| s == "rolling_back" || s == "verifying");
+        if busy {
+            warn!(watch = %name, "{in_progress}");
         }
-        self.shared.forget(name);
+        self.retiring.insert(name.to_owned(), r.task);
+        if let Ok(mut b) = self.services.board.write() {
+            b.remove(name);
+        }
     }
 
-    /// Starts, restarts and stops watch loops to match `cfg`. Kept watches
-    /// keep everything; changed ones keep their memory but start a fresh
-    /// streak; removed ones are saved and stopped. A standby runs none.
-    fn sync_watches(&mut self, cfg: &Config) {
-        if !self.shared.is_leader() {
+    /// Applies a reload's diff: removed watches are stopped, changed ones
+    /// redefined (they keep their memory, with a fresh streak), added ones
+    /// started. Kept ones are not touched. A standby runs none.
+    async fn apply(&mut self, diff: &ConfigDiff, cfg: &Config) {
+        if !self.state.is_leader() {
             return;
         }
-        let wanted: BTreeMap<&str, &Watch> =
-            cfg.watches.iter().map(|w| (w.name.as_str(), w)).collect();
-        let gone: Vec<String> = self
-            .watches
-            .keys()
-            .filter(|n| !wanted.contains_key(n.as_str()))
-            .cloned()
-            .collect();
-        for name in gone {
+        for name in &diff.removed {
             self.retire(
-                &name,
+                name,
                 "removed while a rollback was in progress; it resumes if the watch comes back",
             );
         }
-        for (name, def) in wanted {
-            match self.watches.get(name) {
-                Some(rt) if *rt.def == *def => continue,
-                Some(_) => {
-                    let def = Arc::new(def.clone());
-                    let Some(mut rt) = self.watches.remove(name) else {
-                        continue;
-                    };
-                    rt.running.cancel.cancel();
-                    let mut machine = Machine {
-                        policy: Self::policy_of(&def),
-                        ..rt.machine
-                    };
-                    machine.streak = 0;
-                    machine.inconclusive_run = 0;
-                    machine.blind = false;
-                    machine.evidence.clear();
-                    rt.running = self.spawn_loop(&def, &machine, &rt.baselines, true);
-                    rt.machine = machine;
-                    rt.def = def;
-                    self.watches.insert(name.to_owned(), rt);
-                    self.refresh_live(name);
+        for name in diff.changed.iter().chain(&diff.added) {
+            let Some(def) = cfg.watch(name) else { continue };
+            match self.runners.get_mut(name) {
+                Some(r) => {
+                    if r.inbox
+                        .send(Msg::Redefine(Arc::new(def.clone())))
+                        .await
+                        .is_err()
+                    {
+                        warn!(watch = %name, "the watch's runner has stopped");
+                    }
                 }
-                None => self.add(name, def),
+                None => self.add(def).await,
             }
         }
     }
 
-    fn add(&mut self, name: &str, def: &Watch) {
+    async fn add(&mut self, def: &Watch) {
+        let name = def.name.clone();
+        if let Some(old) = self.retiring.remove(&name)
+            && tokio::time::timeout(Duration::from_secs(5), old)
+                .await
+                .is_err()
+        {
+            warn!(watch = %name, "the watch's previous runner has not stopped; starting anyway");
+        }
+        self.retiring.retain(|_, t| !t.is_finished());
         let def = Arc::new(def.clone());
-        let policy = Self::policy_of(&def);
-        let (machine, baselines) = match self.memory.load::<Memory>(name) {
-            Ok(Loaded::Found(m)) => (
-                Machine {
-                    policy,
-                    ..m.machine
-                },
-                m.baselines,
-            ),
-            Ok(Loaded::Missing) => (Machine::new(name, policy), BTreeMap::new()),
-            Ok(Loaded::Corrupt { problem, moved_to }) => {
-                error!(watch = %name, problem = %problem, moved_to = %moved_to.display(), "the watch's saved memory is unreadable; starting without it (bad revisions and arming are forgotten)");
-                (Machine::new(name, policy), BTreeMap::new())
-            }
-            Err(e) => {
-                error!(watch = %name, error = %e, "cannot read the watch's saved memory; starting without it");
-                (Machine::new(name, policy), BTreeMap::new())
-            }
-        };
-        let mut machine = machine;
-        if let Some(view) = self.journal_view.remove(name) {
-            reconcile(&mut machine, &view, name);
-        }
-        let running = self.spawn_loop(&def, &machine, &baselines, false);
-        let resume = machine.phase != Phase::Watching;
-        self.watches.insert(
-            name.to_owned(),
-            WatchRuntime {
-                def,
-                machine,
-                baselines,
-                running,
-                undo: None,
-            },
-        );
-        if resume {
-            self.step(name, Input::Resumed);
-        }
-        self.refresh_live(name);
-    }
-
-    fn on_report(&mut self, r: Report) {
-        let Some(rt) = self.watches.get_mut(&r.watch) else {
-            return;
-        };
-        if rt.running.generation != r.generation {
-            return;
-        }
-        match r.observation {
-            Observation::Revision(rev) => self.step(&r.watch, Input::Revision(rev)),
-            Observation::Evaluation(e) => {
-                let result = e.verdict.as_str();
-                self.shared
-                    .metrics
-                    .evaluations
-                    .get_or_create(&metrics::ResultLabel { result })
-                    .inc();
-                debug!(watch = %r.watch, result, "evaluated");
-                self.step(&r.watch, Input::Evaluation(e));
-            }
-            Observation::Baseline {
-                check,
-                revision,
-                samples,
-            } => {
-                rt.baselines.insert(check, (revision, samples));
-                let _ = self.persist(&r.watch);
-            }
-        }
-    }
-
-    fn on_answer(&mut self, a: Answer) {
-        self.in_flight = self.in_flight.saturating_sub(1);
-        if a.term != self.term {
-            debug!(watch = %a.watch, "dropping the answer of an action from an earlier leadership term");
-            return;
-        }
-        if let Some(run) = &a.output {
-            let mut v = serde_json::json!({
-                "event": "command_output",
-                "exit_code": run.exit_code,
-                "timed_out": run.timed_out,
-                "duration_ms": run.duration.as_millis() as u64,
-                "stdout": run.stdout,
-                "stderr": run.stderr,
-            });
-            if let Input::Acted { rollback_id, .. } = &a.input {
-                v["rollback_id"] = rollback_id.clone().into();
-            }
-            let _ = self.append(&a.watch, v);
-        }
-        if let (Some(d), Input::Acted { rollback_id, .. }) = (&a.undo, &a.input) {
-            if let Some(rt) = self.watches.get_mut(&a.watch) {
-                rt.undo = Some((rollback_id.clone(), d.clone()));
-            }
-            let v = serde_json::json!({
-                "event": "undo_patch",
-                "rollback_id": rollback_id,
-                "restored_revision": d.restored,
-                "from_images": d.from_images,
-                "to_images": d.to_images,
-            });
-            let _ = self.append(&a.watch, v);
-        }
-        if self.watches.contains_key(&a.watch) {
-            self.step(&a.watch, a.input);
-        }
+        let (inbox, rx) = mpsc::channel(8);
+        let stop = Stop::default();
+        let journal = self.journal_view.remove(&name).unwrap_or_default();
+        let runner = Runner::new(def, self.services.clone());
+        let task = tokio::spawn(runner.run(journal, rx, stop.clone()));
+        self.runners.insert(name, Running { inbox, stop, task });
     }
 
     fn on_command(&mut self, c: WatchCommand) {
-        if !self.watches.contains_key(&c.watch) {
+        let Some(r) = self.runners.get(&c.watch) else {
             let _ = c.reply.send(Err(format!("no watch named {:?}", c.watch)));
             return;
-        }
-        let input = match c.action {
-            WatchAction::Pause => Input::Pause,
-            WatchAction::Resume => Input::Resume,
-            WatchAction::Reset => Input::Reset,
         };
-        self.step(&c.watch, input);
-        let state = self
-            .watches
-            .get(&c.watch)
-            .map(|rt| rt.machine.state(now_ms()).as_str())
-            .unwrap_or("");
-        let _ = c.reply.send(Ok(state.to_owned()));
+        let inbox = r.inbox.clone();
+        tokio::spawn(async move {
+            let (tx, rx) = oneshot::channel();
+            let answer = match inbox.send(Msg::Command(c.action, tx)).await {
+                Ok(()) => rx.await.map_err(|_| "the watch stopped".to_owned()),
+                Err(_) => Err("the watch stopped".to_owned()),
+            };
+            let _ = c.reply.send(answer);
+        });
     }
 
-    fn on_tick(&mut self) {
-        let now = now_ms();
-        let verifying: Vec<String> = self
-            .watches
-            .iter()
-            .filter(|(_, rt)| matches!(rt.machine.phase, Phase::Verifying { .. }))
-            .map(|(n, _)| n.clone())
-            .collect();
-        for name in verifying {
-            self.step(&name, Input::Tick);
-        }
-        let m = &self.shared.metrics;
+    /// Metrics that span watches, from what the runners published.
+    fn refresh_metrics(&mut self) {
+        let m = &self.state.metrics;
         let mut counts: BTreeMap<&'static str, i64> = crate::engine::State::ALL
             .iter()
             .map(|s| (s.as_str(), 0))
             .collect();
-        for (name, rt) in &self.watches {
-            *counts.entry(rt.machine.state(now).as_str()).or_default() += 1;
-            if let Ok(mut live) = self.shared.live.write()
-                && let Some(l) = live.get_mut(name)
-            {
-                l.state = rt.machine.state(now).as_str();
+        if let Ok(board) = self.services.board.read() {
+            for live in board.values() {
+                if let Some(n) = counts.get_mut(live.state.as_str()) {
+                    *n += 1;
+                }
             }
         }
         for (state, n) in counts {
             m.watches_by_state
-                .get_or_create(&metrics::StateLabel { state })
+                .get_or_create(&StateLabel { state })
                 .set(n);
         }
+        let now = crate::clock::now_ms();
+        let checking = &self.services.checking;
         m.alerts_firing
-            .set(self.sched.alerts.firing_count(now) as i64);
-        let (sent, shared) = self.sched.coalescer.counts();
+            .set(checking.alerts.firing_count(now) as i64);
+        let (sent, shared) = checking.coalescer.counts();
         m.prometheus_queries
             .inc_by(sent.saturating_sub(self.coalescer_seen.0));
         m.prometheus_queries_coalesced
             .inc_by(shared.saturating_sub(self.coalescer_seen.1));
         self.coalescer_seen = (sent, shared);
-    }
-
-    /// Feeds one input to a watch's engine and carries out the effects.
-    fn step(&mut self, name: &str, input: Input) {
-        let now = now_ms();
-        let Some(rt) = self.watches.get_mut(name) else {
-            return;
-        };
-        let effects = rt.machine.step(now, input);
-        if let Ok(mut r) = rt.running.revision.write() {
-            r.clone_from(&rt.machine.revision);
-        }
-        // SPEC §4.3.2: what is about to be done must be on disk first. If a
-        // journal line or the memory could not be written, do not act.
-        let mut unwritten: Option<String> = None;
-        for effect in effects {
-            match effect {
-                Effect::Journal(r) => {
-                    if let Err(e) = self.journal_record(name, &r) {
-                        unwritten.get_or_insert(format!("cannot write the journal: {e}"));
-                    }
-                }
-                Effect::Notify(r) => self.notify(name, &r),
-                Effect::Persist => {
-                    if let Err(e) = self.persist(name) {
-                        unwritten.get_or_insert(format!("cannot save the watch's memory: {e}"));
-                    }
-                }
-                Effect::Rollback(order) if unwritten.is_some() => {
-                    let why = format!(
-                        "not rolling back: {}",
-                        unwritten.clone().unwrap_or_default()
-                    );
-                    error!(watch = %name, reason = %why, "refusing to act without a durable record");
-                    self.in_flight += 1;
-                    let _ = self.answers.try_send(Answer {
-                        watch: name.to_owned(),
-                        input: Input::Acted {
-                            rollback_id: order.rollback_id,
-                            result: ActResult::Refused(why),
-                        },
-                        output: None,
-                        undo: None,
-                        term: self.term,
-                    });
-                }
-                action => self.act(name, action),
-            }
-        }
-        self.refresh_live(name);
-    }
-
-    fn append(&mut self, name: &str, mut v: serde_json::Value) -> std::io::Result<()> {
-        let target = self.watches.get(name).map(|rt| rt.def.target.to_string());
-        if let Some(obj) = v.as_object_mut() {
-            obj.entry("ts")
-                .or_insert_with(|| status::rfc3339(SystemTime::now()).into());
-            obj.insert("watch".into(), name.into());
-            obj.insert("target".into(), target.into());
-            obj.insert("host".into(), self.host.clone().into());
-        }
-        self.shared.redactor.redact_json(&mut v);
-        let journal = &mut self.journal;
-        let written = tokio::task::block_in_place(|| journal.append(&v));
-        if let Err(e) = &written {
-            error!(watch = %name, error = %e, path = %self.journal.path().display(), "cannot write the journal");
-        }
-        written
-    }
-
-    fn journal_record(&mut self, name: &str, r: &Record) -> std::io::Result<()> {
-        let mut v = serde_json::to_value(r).unwrap_or_default();
-        let ts = SystemTime::UNIX_EPOCH + Duration::from_millis(r.ts);
-        v["ts"] = status::rfc3339_millis(ts).into();
-        if r.event == EventKind::RollbackFinished
-            && let (Some(outcome), Some(rt)) = (r.outcome, self.watches.get(name))
-            && let Some(last) = &rt.machine.last_rollback
-        {
-            let trigger = match last.trigger {
-                Trigger::Auto => "auto",
-                Trigger::Manual => "manual",
-            };
-            self.shared
-                .metrics
-                .rollbacks
-                .get_or_create(&metrics::RollbackLabels {
-                    trigger,
-                    outcome: outcome.as_str(),
-                })
-                .inc();
-            self.shared
-                .metrics
-                .rollback_duration
-                .observe(last.finished.saturating_sub(last.started) as f64 / 1000.0);
-        }
-        self.append(name, v)
-    }
-
-    /// Tells people: logs the event, and queues it in the outbox for the
-    /// watch's notifiers (a durable local write; delivery is the outbox
-    /// worker's, never waited for here).
-    fn notify(&mut self, name: &str, r: &Record) {
-        self.enqueue_notification(name, r);
-        let event = r.event.as_str();
-        let revision = r.revision.as_ref().map(|rev| rev.id.as_str()).unwrap_or("");
-        let target = self
-            .watches
-            .get(name)
-            .map(|rt| rt.def.target.to_string())
-            .unwrap_or_default();
-        let reason = r.reason.as_deref().unwrap_or("");
-        let outcome = r.outcome.map(|o| o.as_str()).unwrap_or("");
-        let rollback_id = r.rollback_id.as_deref().unwrap_or("");
-        match r.event {
-            EventKind::Escalated => {
-                error!(watch = %name, %target, revision, event, rollback_id, reason, "escalated: a person must act")
-            }
-            EventKind::RollbackFinished if outcome != "recovered" && outcome != "conflict" => {
-                error!(watch = %name, %target, revision, event, rollback_id, outcome, reason, "rollback finished without recovery")
-            }
-            EventKind::RollbackFinished => {
-                info!(watch = %name, %target, revision, event, rollback_id, outcome, "rollback finished")
-            }
-            EventKind::RollbackStarted => {
-                warn!(watch = %name, %target, revision, event, rollback_id, reason, "rolling back")
-            }
-            EventKind::WouldRollBack => {
-                warn!(watch = %name, %target, revision, event, rollback_id, reason, "dry run: would roll back")
-            }
-            _ => warn!(watch = %name, %target, revision, event, reason, "watch event"),
-        }
-    }
-
-    fn enqueue_notification(&self, name: &str, r: &Record) {
-        let cfg = self.config.borrow().clone();
-        let rt = self.watches.get(name);
-        let cx = crate::notify::Context {
-            host: &self.host,
-            watch: rt.map(|rt| &*rt.def),
-            sources: &cfg.prometheus,
-            timings: crate::notify::Timings::of(
-                r,
-                rt.and_then(|rt| rt.machine.last_rollback.as_ref()),
-            ),
-            redactor: &self.shared.redactor,
-            images: rt.and_then(|rt| rt.undo.as_ref()).and_then(|(id, d)| {
-                (r.rollback_id.as_ref() == Some(id) && !d.to_images.is_empty())
-                    .then(|| (d.from_images.clone(), d.to_images.clone()))
-            }),
-        };
-        let notifiers = rt
-            .map(|rt| rt.def.settings.notify.as_slice())
-            .unwrap_or(&[]);
-        tokio::task::block_in_place(|| self.outbox.record(r, &cx, notifiers));
-    }
-
-    fn persist(&mut self, name: &str) -> std::io::Result<()> {
-        let Some(rt) = self.watches.get(name) else {
-            return Ok(());
-        };
-        let memory = Memory {
-            machine: rt.machine.clone(),
-            baselines: rt.baselines.clone(),
-        };
-        let store = &self.memory;
-        let saved = tokio::task::block_in_place(|| store.save(name, &memory));
-        if let Err(e) = &saved {
-            error!(watch = %name, error = %e, "cannot save the watch's memory; a restart would forget it");
-        }
-        saved
-    }
-
-    /// Runs an action on the target in its own task; the answer comes back
-    /// as a message, so a slow target never holds up other watches.
-    fn act(&mut self, name: &str, effect: Effect) {
-        let Some(rt) = self.watches.get(name) else {
-            return;
-        };
-        let def = rt.def.clone();
-        let answers = self.answers.clone();
-        let kube = self.probes.borrow().kube.clone();
-        self.in_flight += 1;
-        let (term, cancel) = (self.term, self.actions.clone());
-        let watch = name.to_owned();
-        let span = tracing::info_span!("rollback", watch = %name, target = %def.target);
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                // Leadership lost: the action stops where it is; the new
-                // leader reads the workload afresh.
-                let mut answer = tokio::select! {
-                    a = execute(&def, &kube, effect) => a,
-                    _ = cancel.cancelled() => {
-                        warn!("leadership lost: abandoning the action in flight");
-                        unreachable_effect(&watch)
-                    }
-                };
-                answer.term = term;
-                let _ = answers.send(answer).await;
-            },
-            span,
-        ));
-    }
-
-    fn refresh_live(&self, name: &str) {
-        let Some(rt) = self.watches.get(name) else {
-            return;
-        };
-        let now = now_ms();
-        let live = Live::of(&rt.machine, now);
-        if let Ok(mut l) = self.shared.live.write() {
-            l.insert(name.to_owned(), live);
-        }
+        self.retiring.retain(|_, t| !t.is_finished());
     }
 
     fn status_line(&self) -> String {
         let n = self.config.borrow().watches.len();
-        let rejected = self.shared.last_reload.read().ok().and_then(|r| {
+        let rejected = self.state.last_reload.read().ok().and_then(|r| {
             r.as_ref()
                 .filter(|r| r.result == "failure")
                 .map(|r| r.errors.len())
@@ -797,18 +323,18 @@ impl Supervisor {
 
     pub(super) fn publish_counts(&self) {
         let cfg = self.config.borrow();
-        let m = &self.shared.metrics;
+        let m = &self.state.metrics;
         m.watches.set(cfg.watches.len() as i64);
         let count =
             |f: fn(&config::Watch) -> usize| cfg.watches.iter().map(f).sum::<usize>() as i64;
         m.checks
-            .get_or_create(&metrics::KindLabel { kind: "health" })
+            .get_or_create(&KindLabel { kind: "health" })
             .set(count(|w| w.health.len()));
         m.checks
-            .get_or_create(&metrics::KindLabel { kind: "prometheus" })
+            .get_or_create(&KindLabel { kind: "prometheus" })
             .set(count(|w| w.prometheus.len()));
         m.checks
-            .get_or_create(&metrics::KindLabel { kind: "alert" })
+            .get_or_create(&KindLabel { kind: "alert" })
             .set(count(|w| w.alerts.len()));
     }
 
@@ -819,17 +345,17 @@ impl Supervisor {
             "failure"
         };
         let record = ReloadRecord {
-            at: status::rfc3339(SystemTime::now()),
-            cause,
-            result,
+            at: rfc3339(SystemTime::now()),
+            cause: cause.to_owned(),
+            result: result.to_owned(),
             errors,
         };
-        if let Ok(mut r) = self.shared.last_reload.write() {
+        if let Ok(mut r) = self.state.last_reload.write() {
             *r = Some(record);
         }
-        let m = &self.shared.metrics;
+        let m = &self.state.metrics;
         m.config_reloads
-            .get_or_create(&metrics::ResultLabel { result })
+            .get_or_create(&ResultLabel { result })
             .inc();
         m.config_last_reload_successful
             .set(i64::from(result == "success"));
@@ -848,12 +374,13 @@ impl Supervisor {
         // supervisor, with the file reading.
         let loaded = tokio::task::spawn_blocking(move || {
             config::load(&path).map(|c| {
-                let probes = Probes::build(&c);
-                (c, probes)
+                let c = Arc::new(c);
+                let conn = Connections::build(c.clone());
+                (c, conn)
             })
         })
         .await;
-        let (new, probes) = match loaded {
+        let (new, conn) = match loaded {
             Ok(Ok(new)) => new,
             Ok(Err(errors)) => {
                 let lines: Vec<String> = errors.errors.iter().map(|d| d.to_string()).collect();
@@ -870,7 +397,7 @@ impl Supervisor {
             self.reject(cause, refused);
             return;
         }
-        self.shared.redactor.add(&new.secrets);
+        self.state.redactor.add(&new.secrets);
         for w in &new.warnings {
             warn!(warning = %w, "configuration warning");
         }
@@ -886,19 +413,18 @@ impl Supervisor {
             w.update(&new);
         }
         let now = SystemTime::now();
-        let new = Arc::new(new);
-        self.probes.send_replace(Arc::new(probes));
+        self.connections.send_replace(Arc::new(conn));
         self.config.send_replace(new.clone());
-        self.sync_watches(&new);
-        if let Ok(mut t) = self.shared.loaded_at.write() {
+        self.apply(&d, &new).await;
+        if let Ok(mut t) = self.state.loaded_at.write() {
             *t = now;
         }
-        self.shared
+        self.state
             .metrics
             .config_last_reload_success
             .set(super::epoch_secs(now));
         self.record(cause, Vec::new());
-        self.outbox.config_accepted();
+        self.services.outbox.config_accepted();
         self.publish_counts();
         // Logged once applied: whoever reads this line sees the new state.
         if d.is_noop() && logging.is_empty() {
@@ -952,256 +478,13 @@ impl Supervisor {
             to = cfg.notifiers.keys().cloned().collect();
         }
         tokio::task::block_in_place(|| {
-            self.outbox
-                .config_rejected(&self.host, cause, errors, &to, &self.shared.redactor)
+            self.services.outbox.config_rejected(
+                &self.services.host,
+                cause,
+                errors,
+                &to,
+                &self.state.redactor,
+            )
         });
-    }
-}
-
-/// Carries out one action on a watch's target and says what happened.
-async fn execute(def: &Watch, kube: &Arc<kubernetes::Connector>, effect: Effect) -> Answer {
-    let watch = def.name.clone();
-    let answer = |input: Input, output: Option<command::Run>| Answer {
-        watch: watch.clone(),
-        input,
-        output,
-        undo: None,
-        term: 0,
-    };
-    let c = match &def.target {
-        Target::Command(c) => c,
-        Target::Kubernetes(k) => return execute_kubernetes(def, k, kube, effect).await,
-    };
-    match effect {
-        Effect::Recheck {
-            rollback_id, from, ..
-        } => {
-            let result = match &c.current {
-                None => Recheck::Proceed,
-                Some(argv) => {
-                    let env = command::Env {
-                        watch: &def.name,
-                        reason: "",
-                        from_version: &from,
-                    };
-                    match command::current(argv, &env, def.settings.interval.min(c.timeout)).await {
-                        Ok(v) if v == from => Recheck::Proceed,
-                        Ok(v) => Recheck::Superseded(Revision {
-                            id: v,
-                            since: now_ms(),
-                            origin: Origin::Rollout,
-                            definite: false,
-                        }),
-                        Err(e) => Recheck::Failed(e),
-                    }
-                }
-            };
-            answer(
-                Input::Rechecked {
-                    rollback_id,
-                    result,
-                },
-                None,
-            )
-        }
-        Effect::Rollback(order) => {
-            if order.dry_run {
-                // A command has no dry run: proving it would mean running it.
-                return answer(
-                    Input::Acted {
-                        rollback_id: order.rollback_id,
-                        result: ActResult::Applied { to: None },
-                    },
-                    None,
-                );
-            }
-            let env = command::Env {
-                watch: &def.name,
-                reason: &order.reason,
-                from_version: &order.from,
-            };
-            info!(command = %c.rollback.join(" "), "running the rollback command");
-            match command::run(&c.rollback, &env, c.timeout).await {
-                Ok(run) => {
-                    let result = if run.success() {
-                        ActResult::Applied { to: None }
-                    } else {
-                        ActResult::Failed(run.failure())
-                    };
-                    answer(
-                        Input::Acted {
-                            rollback_id: order.rollback_id,
-                            result,
-                        },
-                        Some(run),
-                    )
-                }
-                Err(e) => answer(
-                    Input::Acted {
-                        rollback_id: order.rollback_id,
-                        result: ActResult::Failed(e.to_string()),
-                    },
-                    None,
-                ),
-            }
-        }
-        Effect::WaitRollout { rollback_id, from } => {
-            let result = wait_version_change(def, c, &from).await;
-            answer(
-                Input::RolledOut {
-                    rollback_id,
-                    result,
-                },
-                None,
-            )
-        }
-        _ => unreachable_effect(&watch),
-    }
-}
-
-/// A command target's rollout is done when `current` no longer prints the
-/// version rolled away from. Right after a successful rollback command that
-/// is at once; after a restart the command may still be running, orphaned,
-/// so this waits for it, bounded by `rollout_timeout`. Without `current`
-/// the command's success is all there is to go by.
-async fn wait_version_change(
-    def: &Watch,
-    c: &crate::config::CommandTarget,
-    from: &str,
-) -> RolloutResult {
-    let Some(argv) = &c.current else {
-        return RolloutResult::Complete(None);
-    };
-    let deadline = tokio::time::Instant::now() + def.settings.rollout_timeout;
-    let env = command::Env {
-        watch: &def.name,
-        reason: "",
-        from_version: from,
-    };
-    let poll = def
-        .settings
-        .interval
-        .clamp(Duration::from_millis(50), Duration::from_secs(5));
-    loop {
-        if let Ok(v) =
-            command::current(argv, &env, poll.max(Duration::from_secs(1)).min(c.timeout)).await
-            && v != from
-        {
-            let landed = Revision {
-                id: v,
-                since: now_ms(),
-                origin: Origin::Rollback,
-                definite: false,
-            };
-            return RolloutResult::Complete(Some(landed));
-        }
-        if tokio::time::Instant::now() + poll > deadline {
-            return RolloutResult::Failed(format!(
-                "`current` still reports {from} {} after the rollback",
-                humantime::format_duration(def.settings.rollout_timeout)
-            ));
-        }
-        tokio::time::sleep(poll).await;
-    }
-}
-
-fn unreachable_effect(watch: &str) -> Answer {
-    // `act` is only called with the three actions above.
-    Answer {
-        watch: watch.to_owned(),
-        input: Input::Tick,
-        output: None,
-        undo: None,
-        term: 0,
-    }
-}
-
-/// The same three actions on a Deployment, StatefulSet or DaemonSet.
-async fn execute_kubernetes(
-    def: &Watch,
-    target: &crate::config::KubernetesTarget,
-    kube: &Arc<kubernetes::Connector>,
-    effect: Effect,
-) -> Answer {
-    let watch = def.name.clone();
-    let answer = |input: Input, undo: Option<kubernetes::act::UndoDetail>| Answer {
-        watch: watch.clone(),
-        input,
-        output: None,
-        undo,
-        term: 0,
-    };
-    let handle = match kube.client(target.context.as_deref()).await {
-        Ok(client) => kubernetes::Handle {
-            client,
-            target: target.clone(),
-            timeout: kube.request_timeout(),
-        },
-        Err(e) => {
-            let why = format!("cannot connect to Kubernetes: {e}");
-            return match effect {
-                Effect::Recheck { rollback_id, .. } => answer(
-                    Input::Rechecked {
-                        rollback_id,
-                        result: Recheck::Failed(why),
-                    },
-                    None,
-                ),
-                Effect::Rollback(o) => answer(
-                    Input::Acted {
-                        rollback_id: o.rollback_id,
-                        result: ActResult::Failed(why),
-                    },
-                    None,
-                ),
-                Effect::WaitRollout { rollback_id, .. } => answer(
-                    Input::RolledOut {
-                        rollback_id,
-                        result: RolloutResult::Failed(why),
-                    },
-                    None,
-                ),
-                _ => unreachable_effect(&watch),
-            };
-        }
-    };
-    match effect {
-        Effect::Recheck {
-            rollback_id,
-            from,
-            avoid,
-        } => {
-            let result = kubernetes::act::recheck(&handle, &from, &avoid).await;
-            answer(
-                Input::Rechecked {
-                    rollback_id,
-                    result,
-                },
-                None,
-            )
-        }
-        Effect::Rollback(order) => {
-            let (result, detail) = kubernetes::act::undo(&handle, &order, Trigger::Auto).await;
-            answer(
-                Input::Acted {
-                    rollback_id: order.rollback_id,
-                    result,
-                },
-                Some(detail),
-            )
-        }
-        Effect::WaitRollout { rollback_id, from } => {
-            let result =
-                kubernetes::act::wait(&handle, &rollback_id, &from, def.settings.rollout_timeout)
-                    .await;
-            answer(
-                Input::RolledOut {
-                    rollback_id,
-                    result,
-                },
-                None,
-            )
-        }
-        _ => unreachable_effect(&watch),
     }
 }

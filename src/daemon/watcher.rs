@@ -20,7 +20,7 @@ use super::Control;
 use crate::config::Config;
 
 /// Long enough to fold an editor's write-rename-chmod into one reload, short
-/// enough that a change applies well within the 2 s the SPEC promises.
+/// enough that a change applies well within the 2 s the README promises.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 //!
 //! It never does I/O and never reads a clock: `now` is an argument, in
 //! milliseconds since the Unix epoch, so that arming windows and cooldowns
-//! survive a restart and every rule of SPEC §4 is a plain unit test of
+//! survive a restart and every rule of the README's "How it decides" is a plain unit test of
 //! [`Machine::step`].
 
 mod types;
@@ -15,47 +15,61 @@ use serde::{Deserialize, Serialize};
 
 pub use types::*;
 
-/// Everything a watch remembers. The `#[serde(skip)]` fields are counters
-/// that a restart may forget (persisting them would mean a write per watch
-/// per interval); the rest is saved on every [`Effect::Persist`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One watch's state machine. Its fields are its own: every change is an
+/// [`Input`] to [`Machine::step`], and what a restart must know is its
+/// [`Memory`].
+#[derive(Debug, Clone, PartialEq)]
 pub struct Machine {
-    pub watch: String,
-    #[serde(skip)]
-    pub policy: Policy,
+    watch: String,
+    policy: Policy,
     /// The target's current revision, as last observed.
-    pub revision: Option<Revision>,
+    revision: Option<Revision>,
     /// The end of the arming window of the current revision.
-    pub armed_until: Option<Millis>,
+    armed_until: Option<Millis>,
     /// Revisions rolled away from: never rolled back twice, never rolled into.
-    pub bad_revisions: BTreeSet<String>,
+    bad_revisions: BTreeSet<String>,
     /// No automatic rollback before this time.
-    pub cooldown_until: Option<Millis>,
+    cooldown_until: Option<Millis>,
     /// The revision on which the watch gave up; cleared by a new revision.
-    pub escalated_for: Option<String>,
+    escalated_for: Option<String>,
     /// The revision for which a dry run already said "would roll back".
+    dry_run_done_for: Option<String>,
+    paused: bool,
+    phase: Phase,
+    last_rollback: Option<RollbackSummary>,
+    /// The revision our last rollback produced (a Deployment renumbers the
+    /// restored template: rolling 7 back to 6 yields revision 8).
+    restored_revision: Option<String>,
+    /// The rollback that produced `restored_revision`.
+    restored_in: Option<String>,
+    // Counters a restart may forget (saving them would mean a write per
+    // watch per interval).
+    streak: u32,
+    inconclusive_run: u32,
+    blind: bool,
+    last_evaluation: Option<Evaluation>,
+    /// The failing checks that made the current streak, for reports.
+    evidence: Vec<CheckResult>,
+}
+
+/// What a watch remembers across a restart: saved on every
+/// [`Effect::Persist`], given back with [`Input::Restore`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Memory {
+    pub watch: String,
+    pub revision: Option<Revision>,
+    pub armed_until: Option<Millis>,
+    pub bad_revisions: BTreeSet<String>,
+    pub cooldown_until: Option<Millis>,
+    pub escalated_for: Option<String>,
     pub dry_run_done_for: Option<String>,
     pub paused: bool,
     pub phase: Phase,
     pub last_rollback: Option<RollbackSummary>,
-    /// The revision our last rollback produced (a Deployment renumbers the
-    /// restored template: rolling 7 back to 6 yields revision 8).
     #[serde(default)]
     pub restored_revision: Option<String>,
-    /// The rollback that produced `restored_revision`.
     #[serde(default)]
     pub restored_in: Option<String>,
-    #[serde(skip)]
-    pub streak: u32,
-    #[serde(skip)]
-    pub inconclusive_run: u32,
-    #[serde(skip)]
-    pub blind: bool,
-    #[serde(skip)]
-    pub last_evaluation: Option<Evaluation>,
-    /// The failing checks that made the current streak, for reports.
-    #[serde(skip)]
-    pub evidence: Vec<CheckResult>,
 }
 
 impl Machine {
@@ -82,6 +96,77 @@ impl Machine {
         }
     }
 
+    /// What a restart needs to know, to be saved.
+    pub fn memory(&self) -> Memory {
+        Memory {
+            watch: self.watch.clone(),
+            revision: self.revision.clone(),
+            armed_until: self.armed_until,
+            bad_revisions: self.bad_revisions.clone(),
+            cooldown_until: self.cooldown_until,
+            escalated_for: self.escalated_for.clone(),
+            dry_run_done_for: self.dry_run_done_for.clone(),
+            paused: self.paused,
+            phase: self.phase.clone(),
+            last_rollback: self.last_rollback.clone(),
+            restored_revision: self.restored_revision.clone(),
+            restored_in: self.restored_in.clone(),
+        }
+    }
+
+    pub fn watch(&self) -> &str {
+        &self.watch
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The target's current revision, as last observed.
+    pub fn revision(&self) -> Option<&Revision> {
+        self.revision.as_ref()
+    }
+
+    /// The end of the current revision's arming window.
+    pub fn armed_until(&self) -> Option<Millis> {
+        self.armed_until
+    }
+
+    /// Consecutive failing evaluations.
+    pub fn streak(&self) -> u32 {
+        self.streak
+    }
+
+    pub fn phase(&self) -> &Phase {
+        &self.phase
+    }
+
+    pub fn last_evaluation(&self) -> Option<&Evaluation> {
+        self.last_evaluation.as_ref()
+    }
+
+    pub fn last_rollback(&self) -> Option<&RollbackSummary> {
+        self.last_rollback.as_ref()
+    }
+
+    /// When the machine next wants an [`Input::Tick`] (a verification
+    /// window ends, or its state changes with time: the arming window or
+    /// the cooldown ends), if ever; only times after `now`.
+    pub fn next_deadline(&self, now: Millis) -> Option<Millis> {
+        let verify_end = match self.phase {
+            Phase::Verifying { since, .. } => Some(since.saturating_add(self.policy.verify_for)),
+            _ => None,
+        };
+        if verify_end.is_some_and(|end| end <= now) {
+            return Some(now);
+        }
+        [verify_end, self.armed_until, self.cooldown_until]
+            .into_iter()
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+
     /// The id of the rollback under way, from its start to its outcome.
     fn rollback_in_progress(&self) -> Option<String> {
         self.phase.underway().map(|u| u.rollback_id.to_owned())
@@ -103,7 +188,7 @@ impl Machine {
         self.current_id().unwrap_or(UNKNOWN_REVISION)
     }
 
-    /// Whether an automatic rollback is allowed by the arming rule (SPEC §4.2).
+    /// Whether an automatic rollback is allowed by the arming rule (README, "How it decides": arming).
     /// A revision produced by a rollback never is, whatever `arm` says: it
     /// is what "previous" means to the deploy tool.
     pub fn armed(&self, now: Millis) -> bool {
@@ -184,7 +269,15 @@ impl Machine {
                 result,
             } => self.on_rolled_out(now, &rollback_id, result, &mut fx),
             Input::Tick => self.check_verification_end(now, &mut fx),
-            Input::Resumed => self.on_resumed(now, &mut fx),
+            Input::Restore { memory, journal } => self.on_restore(now, memory, journal, &mut fx),
+            Input::Redefine(policy) => {
+                self.policy = policy;
+                self.streak = 0;
+                self.inconclusive_run = 0;
+                self.blind = false;
+                self.evidence.clear();
+            }
+            Input::Cancelled { rollback_id } => self.on_cancelled(now, &rollback_id, &mut fx),
             Input::Pause => {
                 if !self.paused {
                     self.paused = true;
@@ -272,7 +365,7 @@ impl Machine {
             self.restored_revision = Some(rev.id.clone());
             self.restored_in = rolling_back;
             if self.bad_revisions.contains(&rev.id) {
-                // SPEC §4.4: never roll forward into a bad revision.
+                // Never roll forward into a bad revision.
                 let id = rev.id.clone();
                 self.revision = Some(rev);
                 self.finish_with(
@@ -285,7 +378,7 @@ impl Machine {
             }
         }
         if let Phase::Deciding { rollback_id, .. } = &self.phase {
-            // SPEC §4.3.1: a newer revision wins over a pending decision.
+            // A newer revision wins over a pending decision.
             let mut r = self.record(now, EventKind::DecisionDropped);
             r.rollback_id = Some(rollback_id.clone());
             r.reason = Some(format!(
@@ -406,7 +499,7 @@ impl Machine {
                 self.evidence = failing;
             }
             Verdict::Inconclusive => {
-                // Neither grows nor resets the streak (SPEC §4.1).
+                // Neither grows nor resets the streak (the README's "How it decides").
                 self.inconclusive_run += 1;
                 if self.inconclusive_run >= self.policy.failure_threshold && !self.blind {
                     self.blind = true;
@@ -476,11 +569,11 @@ impl Machine {
         r.checks = self.evidence.clone();
         r.reason = Some(self.reason());
         fx.push(Effect::Journal(r));
-        fx.push(Effect::Recheck {
+        fx.push(Effect::Act(Action::Recheck {
             rollback_id: rollback_id.clone(),
             from: from.clone(),
             avoid: self.bad_revisions.iter().cloned().collect(),
-        });
+        }));
         self.phase = Phase::Deciding { rollback_id, from };
     }
 
@@ -512,9 +605,87 @@ impl Machine {
         fx.push(Effect::Persist);
     }
 
+    /// A start: the remembered state is taken back, the journal's word
+    /// added to it, and a rollback in progress resumed.
+    fn on_restore(
+        &mut self,
+        now: Millis,
+        memory: Option<Box<Memory>>,
+        journal: JournalSummary,
+        fx: &mut Vec<Effect>,
+    ) {
+        if let Some(m) = memory {
+            let Memory {
+                watch: _,
+                revision,
+                armed_until,
+                bad_revisions,
+                cooldown_until,
+                escalated_for,
+                dry_run_done_for,
+                paused,
+                phase,
+                last_rollback,
+                restored_revision,
+                restored_in,
+            } = *m;
+            self.revision = revision;
+            self.armed_until = armed_until;
+            self.bad_revisions = bad_revisions;
+            self.cooldown_until = cooldown_until;
+            self.escalated_for = escalated_for;
+            self.dry_run_done_for = dry_run_done_for;
+            self.paused = paused;
+            self.phase = phase;
+            self.last_rollback = last_rollback;
+            self.restored_revision = restored_revision;
+            self.restored_in = restored_in;
+        }
+        self.bad_revisions.extend(journal.bad);
+        if let Some((id, from)) = journal.open {
+            let finished = self
+                .last_rollback
+                .as_ref()
+                .is_some_and(|l| l.rollback_id == id);
+            // Journaled as started, but the memory was saved before that
+            // (or lost): the undo may have been sent, so it is resumed,
+            // never ordered again.
+            if self.phase == Phase::Watching && !finished {
+                self.phase = Phase::Acting {
+                    rollback_id: id,
+                    from,
+                    to: None,
+                    started: now,
+                    dry_run: false,
+                };
+            }
+        }
+        if self.phase != Phase::Watching {
+            self.on_resumed(now, fx);
+        }
+    }
+
+    /// An action stopped before its answer. Before the rollback started
+    /// nothing was done: the decision is dropped, to be taken again from
+    /// fresh evaluations. After, the undo may or may not have happened:
+    /// the phase stays, and the next start resumes it.
+    fn on_cancelled(&mut self, now: Millis, id: &str, fx: &mut Vec<Effect>) {
+        let Phase::Deciding { rollback_id, .. } = &self.phase else {
+            return;
+        };
+        if rollback_id != id {
+            return;
+        }
+        let mut r = self.record(now, EventKind::DecisionDropped);
+        r.rollback_id = Some(rollback_id.clone());
+        r.reason = Some("the re-read of the target was stopped before it answered".into());
+        fx.push(Effect::Journal(r));
+        self.phase = Phase::Watching;
+    }
+
     /// After a restart, a rollback in progress is carried on, never started
-    /// again (SPEC §4.4): an undo that may have happened is taken as done,
-    /// and the rollout is waited for and verified afresh (SPEC §4.3.5).
+    /// again (README, "How it decides": never worse): an undo that may have happened is taken as done,
+    /// and the rollout is waited for and verified afresh (README, "How it decides": rolling back).
     fn on_resumed(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let resumed = |m: &Self, id: &str, from: &str, why: &str| {
             let mut r = m.record(now, EventKind::RollbackResumed);
@@ -573,7 +744,7 @@ impl Machine {
                     &from,
                     "the daemon restarted while waiting for the rollout; waiting again",
                 ));
-                fx.push(Effect::WaitRollout { rollback_id, from });
+                fx.push(Effect::Act(Action::AwaitRollout { rollback_id, from }));
             }
             Phase::Verifying {
                 rollback_id,
@@ -603,7 +774,7 @@ impl Machine {
     }
 
     /// `from` was (or may have been) rolled away from: it is never rolled
-    /// back again, and the cooldown starts (SPEC §4.4).
+    /// back again, and the cooldown starts (README, "How it decides": never worse).
     fn count_rollback(&mut self, now: Millis, from: &str) {
         self.bad_revisions.insert(from.to_owned());
         self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
@@ -620,10 +791,10 @@ impl Machine {
         fx: &mut Vec<Effect>,
     ) {
         self.count_rollback(now, &from);
-        fx.push(Effect::WaitRollout {
+        fx.push(Effect::Act(Action::AwaitRollout {
             rollback_id: rollback_id.clone(),
             from: from.clone(),
-        });
+        }));
         self.phase = Phase::RollingOut {
             rollback_id,
             from,
@@ -652,7 +823,7 @@ impl Machine {
                     r.trigger = Some(Trigger::Auto);
                     r.reason = Some(reason.clone());
                     r.checks = self.evidence.clone();
-                    // Durable before the change is made (SPEC §4.3.2).
+                    // Durable before the change is made (README, "How it decides": rolling back).
                     fx.push(Effect::Journal(r.clone()));
                     fx.push(Effect::Notify(r));
                 }
@@ -673,7 +844,7 @@ impl Machine {
                 // Saved before the order: a crash once the command runs must
                 // find the rollback in progress, never start a second one.
                 fx.push(Effect::Persist);
-                fx.push(Effect::Rollback(order));
+                fx.push(Effect::Act(Action::Undo(order)));
             }
             Recheck::Superseded(rev) => {
                 self.phase = Phase::Watching;
@@ -876,8 +1047,8 @@ impl Machine {
         self.finish_with(now, outcome, None, fx);
     }
 
-    /// Ends the rollback in progress with `outcome` (SPEC §4.3.6); anything
-    /// but `recovered` (and a lost race) escalates (SPEC §4.4).
+    /// Ends the rollback in progress with `outcome` (README, "How it decides": rolling back); anything
+    /// but `recovered` (and a lost race) escalates (README, "How it decides": never worse).
     fn finish_with(
         &mut self,
         now: Millis,

@@ -1,4 +1,4 @@
-//! Every rule of SPEC §4 as a test of [`Machine::step`]: no runtime, no
+//! Every rule of the README's "How it decides" as a test of [`Machine::step`]: no runtime, no
 //! clock, no I/O. Times are in minutes from 0 unless said otherwise.
 
 use super::*;
@@ -55,6 +55,20 @@ fn eval(at: Millis, v: Verdict) -> Input {
 }
 
 use Verdict::{Fail, Inconclusive as Inc, Pass};
+
+/// The daemon stops and starts again: a fresh machine is given what the
+/// old one remembered.
+fn restart(m: &mut Machine, now: Millis) -> Vec<Effect> {
+    let memory = m.memory();
+    *m = Machine::new(m.watch.clone(), m.policy.clone());
+    m.step(
+        now,
+        Input::Restore {
+            memory: Some(Box::new(memory)),
+            journal: JournalSummary::default(),
+        },
+    )
+}
 use std::collections::BTreeMap;
 
 /// Effects as short words, for tables: `journal:armed`, `notify:escalated`,
@@ -62,10 +76,10 @@ use std::collections::BTreeMap;
 fn words(fx: &[Effect]) -> Vec<String> {
     fx.iter()
         .map(|e| match e {
-            Effect::Recheck { .. } => "recheck".to_owned(),
-            Effect::Rollback(o) if o.dry_run => "dry-rollback".to_owned(),
-            Effect::Rollback(_) => "rollback".to_owned(),
-            Effect::WaitRollout { .. } => "wait".to_owned(),
+            Effect::Act(Action::Recheck { .. }) => "recheck".to_owned(),
+            Effect::Act(Action::Undo(o)) if o.dry_run => "dry-rollback".to_owned(),
+            Effect::Act(Action::Undo(_)) => "rollback".to_owned(),
+            Effect::Act(Action::AwaitRollout { .. }) => "wait".to_owned(),
             Effect::Journal(r) => format!("journal:{}", r.event.as_str()),
             Effect::Notify(r) => format!("notify:{}", r.event.as_str()),
             Effect::Persist => "persist".to_owned(),
@@ -159,7 +173,7 @@ fn verifying() -> Machine {
     m
 }
 
-// ---- SPEC §4.1 Evaluation -------------------------------------------------
+// ---- Evaluation (README: How it decides) ----------------------------
 
 #[test]
 fn an_evaluation_fails_if_any_check_fails_else_is_inconclusive_if_any_is_else_passes() {
@@ -263,7 +277,7 @@ fn a_conclusive_evaluation_ends_blindness_and_a_new_blind_spell_warns_again() {
     assert_eq!(fx.iter().filter(|w| *w == "notify:watch_blind").count(), 2);
 }
 
-// ---- SPEC §4.2 Arming -----------------------------------------------------
+// ---- Arming --------------------------------------------------------
 
 #[test]
 fn a_new_rollout_arms_the_watch_for_arm_window() {
@@ -397,7 +411,7 @@ fn a_new_revision_resets_the_streak_and_is_evaluated_afresh() {
     assert_eq!(m.armed_until, Some(33 * MIN));
 }
 
-// ---- SPEC §4.3 Rolling back -----------------------------------------------
+// ---- Rolling back --------------------------------------------------
 
 #[test]
 fn the_target_is_re_read_before_acting_and_a_newer_revision_wins() {
@@ -518,7 +532,7 @@ fn the_order_carries_the_evidence_and_every_bad_revision_to_avoid() {
     let order = fx
         .iter()
         .find_map(|e| {
-            if let Effect::Rollback(o) = e {
+            if let Effect::Act(Action::Undo(o)) = e {
                 Some(o.clone())
             } else {
                 None
@@ -796,7 +810,7 @@ fn the_revision_the_rollback_produces_is_the_restored_one_and_never_arms() {
     assert!(matches!(&m.phase, Phase::RollingOut { to: Some(t), .. } if t == "v6"));
 }
 
-// ---- SPEC §4.4 Never make it worse ---------------------------------------
+// ---- Never make it worse -------------------------------------------
 
 fn recovered() -> Machine {
     let mut m = verifying();
@@ -895,9 +909,16 @@ fn the_remembered_state_survives_a_restart_and_resumes_the_rollback() {
     let mut m = deciding();
     proceed(&mut m, 3 * MIN);
     applied(&mut m, 4 * MIN, "6");
-    let saved = serde_json::to_string(&m).unwrap();
-    let mut restored: Machine = serde_json::from_str(&saved).unwrap();
-    restored.policy = policy();
+    let saved = serde_json::to_string(&m.memory()).unwrap();
+    let memory: Memory = serde_json::from_str(&saved).unwrap();
+    let mut restored = machine();
+    restored.step(
+        5 * MIN,
+        Input::Restore {
+            memory: Some(Box::new(memory)),
+            journal: JournalSummary::default(),
+        },
+    );
     assert_eq!(restored.phase, m.phase);
     assert_eq!(restored.bad_revisions, m.bad_revisions);
     assert_eq!(restored.armed_until, m.armed_until);
@@ -965,19 +986,19 @@ fn a_restart_resumes_a_rollback_in_progress_without_a_second_undo() {
     // Killed while the undo was being applied: it is not ordered again.
     let mut m = deciding();
     proceed(&mut m, 3 * MIN);
-    let fx = words(&m.step(10 * MIN, Input::Resumed));
+    let fx = words(&restart(&mut m, 10 * MIN));
     assert_eq!(fx, ["journal:rollback_resumed", "wait", "persist"]);
     assert!(!fx.iter().any(|w| w == "rollback" || w == "recheck"));
     assert!(m.bad_revisions.contains("7"));
 
     // Killed while waiting for the rollout: waits again.
-    let fx = words(&m.step(11 * MIN, Input::Resumed));
+    let fx = words(&restart(&mut m, 11 * MIN));
     assert_eq!(fx, ["journal:rollback_resumed", "wait"]);
 
     // Killed while verifying: verifies afresh from the restart.
     let mut v = verifying();
     v.step(5 * MIN + 30 * S, eval(5 * MIN + 30 * S, Pass));
-    v.step(20 * MIN, Input::Resumed);
+    restart(&mut v, 20 * MIN);
     assert!(matches!(v.phase, Phase::Verifying { since, passed: false, .. } if since == 20 * MIN));
     v.step(21 * MIN, Input::Tick);
     assert!(
@@ -998,7 +1019,7 @@ fn a_rollback_escalated_before_the_target_was_read_stays_escalated_for_its_revis
     let mut m = deciding();
     proceed(&mut m, 3 * MIN);
     m.revision = None;
-    m.step(10 * MIN, Input::Resumed);
+    restart(&mut m, 10 * MIN);
     let id = rollback_id(&m);
     let fx = words(&m.step(
         10 * MIN,
@@ -1030,7 +1051,7 @@ fn a_rollback_escalated_before_the_target_was_read_stays_escalated_for_its_revis
 #[test]
 fn a_restart_before_the_rollback_started_drops_the_decision() {
     let mut m = deciding();
-    let fx = words(&m.step(4 * MIN, Input::Resumed));
+    let fx = words(&restart(&mut m, 4 * MIN));
     assert_eq!(fx, ["journal:decision_dropped", "persist"]);
     assert_eq!(m.phase, Phase::Watching);
 }
@@ -1174,7 +1195,7 @@ fn a_dry_run_interrupted_by_a_restart_is_dropped_not_resumed() {
     proceed(&mut m, 3 * MIN);
     // The policy changed to a real rollback before the answer came.
     m.policy.dry_run = false;
-    let fx = words(&m.step(4 * MIN, Input::Resumed));
+    let fx = words(&restart(&mut m, 4 * MIN));
     assert_eq!(fx, ["journal:decision_dropped", "persist"]);
     assert!(m.bad_revisions.is_empty() && m.cooldown_until.is_none());
 }
@@ -1285,4 +1306,123 @@ fn an_evaluation_begun_under_an_earlier_revision_does_not_count_for_the_new_one(
     assert_eq!(m.streak, 0, "it measured revision 6");
     m.step(MIN, of("7"));
     assert_eq!(m.streak, 1);
+}
+
+// ---- Driven from outside: restoration, redefinition, cancellation, time --
+
+#[test]
+fn a_rollback_the_journal_started_and_the_memory_never_saw_is_resumed_not_restarted() {
+    // Killed after journaling rollback_started, before the memory was saved.
+    let mut m = machine();
+    let journal = JournalSummary {
+        open: Some(("shop-web-1".into(), "7".into())),
+        bad: ["5".to_owned()].into(),
+    };
+    let fx = words(&m.step(
+        10 * MIN,
+        Input::Restore {
+            memory: None,
+            journal,
+        },
+    ));
+    assert_eq!(fx, ["journal:rollback_resumed", "wait", "persist"]);
+    assert!(m.bad_revisions.contains("5") && m.bad_revisions.contains("7"));
+    assert_eq!(m.state(10 * MIN), State::RollingBack);
+}
+
+#[test]
+fn a_journaled_rollback_the_memory_saw_finish_is_not_resumed() {
+    let mut m = verifying();
+    let id = rollback_id(&m);
+    drive(
+        &mut m,
+        vec![(5 * MIN, eval(5 * MIN, Pass)), (7 * MIN, Input::Tick)],
+    );
+    let memory = m.memory();
+    let mut restarted = machine();
+    let fx = restarted.step(
+        8 * MIN,
+        Input::Restore {
+            memory: Some(Box::new(memory)),
+            journal: JournalSummary {
+                open: Some((id, "7".into())),
+                bad: Default::default(),
+            },
+        },
+    );
+    assert!(fx.is_empty(), "{:?}", words(&fx));
+    assert_eq!(restarted.phase, Phase::Watching);
+}
+
+#[test]
+fn a_redefinition_keeps_what_the_watch_remembers_and_starts_a_fresh_streak() {
+    let mut m = machine();
+    drive(
+        &mut m,
+        vec![
+            (0, rollout("7", 0)),
+            (MIN, eval(MIN, Fail)),
+            (2 * MIN, eval(2 * MIN, Fail)),
+        ],
+    );
+    let fx = m.step(
+        2 * MIN,
+        Input::Redefine(Policy {
+            failure_threshold: 2,
+            ..policy()
+        }),
+    );
+    assert!(fx.is_empty());
+    assert_eq!(m.streak, 0);
+    assert_eq!(m.state(2 * MIN), State::Armed, "still armed for revision 7");
+    let fx = drive(&mut m, vec![(3 * MIN, eval(3 * MIN, Fail))]);
+    assert!(!has(&fx, "recheck"), "one failure is no streak of two");
+    let fx = drive(&mut m, vec![(4 * MIN, eval(4 * MIN, Fail))]);
+    assert!(has(&fx, "recheck"), "the new threshold decides: {fx:?}");
+}
+
+#[test]
+fn a_cancelled_re_read_drops_the_decision_and_a_cancelled_undo_stays_to_be_resumed() {
+    let mut m = deciding();
+    let id = rollback_id(&m);
+    let fx = words(&m.step(3 * MIN, Input::Cancelled { rollback_id: id }));
+    assert_eq!(fx, ["journal:decision_dropped"]);
+    assert_eq!(m.phase, Phase::Watching);
+
+    let mut m = deciding();
+    proceed(&mut m, 3 * MIN);
+    let id = rollback_id(&m);
+    let fx = m.step(3 * MIN, Input::Cancelled { rollback_id: id });
+    assert!(fx.is_empty());
+    assert!(matches!(m.phase, Phase::Acting { .. }));
+    let fx = restart(&mut m, 4 * MIN);
+    assert_eq!(
+        words(&fx),
+        ["journal:rollback_resumed", "wait", "persist"],
+        "resumed by the next start, never ordered again"
+    );
+}
+
+#[test]
+fn the_next_deadline_is_when_verification_ends_or_the_state_changes_with_time() {
+    let m = machine();
+    assert_eq!(m.next_deadline(0), None, "nothing happens with time alone");
+    let mut m = machine();
+    m.step(0, rollout("7", 0));
+    assert_eq!(
+        m.next_deadline(MIN),
+        Some(30 * MIN),
+        "the arming window ends"
+    );
+    assert_eq!(m.next_deadline(31 * MIN), None);
+    let v = verifying();
+    let Phase::Verifying { since, .. } = v.phase else {
+        panic!("verifying")
+    };
+    assert_eq!(v.next_deadline(since), Some(since + 2 * MIN));
+    assert_eq!(
+        v.next_deadline(since + 5 * MIN),
+        Some(since + 5 * MIN),
+        "overdue: at once"
+    );
 }

@@ -1,13 +1,13 @@
 //! The vocabulary of the engine: what goes in, what comes out, and what a
 //! watch remembers.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 pub use crate::config::Arm;
-use crate::config::WatchSettings;
+
+use super::Memory;
 
 /// Milliseconds since the Unix epoch. Wall-clock time, so that windows
 /// computed before a restart still mean something after it.
@@ -16,7 +16,9 @@ pub type Millis = u64;
 /// The revision id used when a target cannot say which version it runs.
 pub const UNKNOWN_REVISION: &str = "unknown";
 
-/// The settings of a watch that the engine decides with.
+/// The settings of a watch that the engine decides with, in engine terms
+/// (built from the configuration by the runner: the engine does not read
+/// configuration).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     pub failure_threshold: u32,
@@ -25,29 +27,6 @@ pub struct Policy {
     pub cooldown: Millis,
     pub verify_for: Millis,
     pub dry_run: bool,
-}
-
-fn ms(d: Duration) -> Millis {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl Policy {
-    pub fn from_settings(s: &WatchSettings) -> Self {
-        Self {
-            failure_threshold: s.failure_threshold.max(1),
-            arm: s.arm,
-            arm_window: ms(s.arm_window),
-            cooldown: ms(s.cooldown),
-            verify_for: ms(s.verify_for),
-            dry_run: s.dry_run,
-        }
-    }
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self::from_settings(&WatchSettings::default())
-    }
 }
 
 /// Where a revision came from, as far as the observer can tell.
@@ -172,7 +151,7 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    /// Combines check results by SPEC §4.1: fail if any fails, else
+    /// Combines check results as the README's "How it decides" says: fail if any fails, else
     /// inconclusive if any is, else pass. No checks at all decide nothing.
     pub fn new(at: Millis, checks: Vec<CheckResult>) -> Self {
         let verdict = if checks.iter().any(|c| c.result == Verdict::Fail) {
@@ -245,14 +224,39 @@ pub enum Input {
         rollback_id: String,
         result: RolloutResult,
     },
+    /// The action ordered for `rollback_id` was stopped before it answered
+    /// (leadership lost, the watch removed, shutdown): whether it took
+    /// effect is unknown, so a started rollback stays where it is for
+    /// whoever drives the watch next to resume.
+    Cancelled {
+        rollback_id: String,
+    },
     /// Time passes: a verification window may end.
     Tick,
-    /// The daemon restarted with this machine's saved state.
-    Resumed,
+    /// A start: what the watch remembered (its memory file, if readable)
+    /// and what the journal says of it. A rollback in progress is resumed.
+    Restore {
+        memory: Option<Box<Memory>>,
+        journal: JournalSummary,
+    },
+    /// A reload changed the watch's definition: decide with `policy` from
+    /// now on, from a fresh streak; what it remembers is kept.
+    Redefine(Policy),
     Pause,
     Resume,
     /// Forget the streak and any escalation (an operator's decision).
     Reset,
+}
+
+/// What the journal says of one watch, for [`Input::Restore`]. The journal
+/// is written before every action and the memory after: where they
+/// disagree (a crash between the two, a lost memory file) the journal wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JournalSummary {
+    /// The last rollback started and never finished: (rollback_id, from).
+    pub open: Option<(String, String)>,
+    /// Revisions an undo was applied to.
+    pub bad: BTreeSet<String>,
 }
 
 /// An instruction to undo the rollout of `from`.
@@ -260,15 +264,30 @@ pub enum Input {
 pub struct Order {
     pub rollback_id: String,
     pub from: String,
-    /// Revisions never to roll into (SPEC §4.4).
+    /// Revisions never to roll into (README, "How it decides": never worse).
     pub avoid: Vec<String>,
     pub reason: String,
     /// Prove the change (server-side dry-run) without making it.
     pub dry_run: bool,
 }
 
+/// What the engine asks of its driver, in order: bookkeeping first (the
+/// journal durably, people, the memory), then at most one [`Action`] on the
+/// target, whose answer comes back as an [`Input`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
+    /// Append to the journal, durably, before the effects that follow.
+    Journal(Record),
+    /// Tell people (through the outbox; never waited for).
+    Notify(Record),
+    /// The remembered state changed: save it.
+    Persist,
+    Act(Action),
+}
+
+/// What an adapter does to a target; each answers with one input.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
     /// Re-read the target and answer with [`Input::Rechecked`]; `avoid`
     /// are the revisions never to roll into (none left means no previous).
     Recheck {
@@ -277,15 +296,20 @@ pub enum Effect {
         avoid: Vec<String>,
     },
     /// Undo, answering with [`Input::Acted`].
-    Rollback(Order),
+    Undo(Order),
     /// Wait for the rollout, answering with [`Input::RolledOut`].
-    WaitRollout { rollback_id: String, from: String },
-    /// Append to the journal, durably, before the effects that follow.
-    Journal(Record),
-    /// Tell people (through the outbox; never waited for).
-    Notify(Record),
-    /// The remembered state changed: save it.
-    Persist,
+    AwaitRollout { rollback_id: String, from: String },
+}
+
+impl Action {
+    pub fn rollback_id(&self) -> &str {
+        match self {
+            Action::Recheck { rollback_id, .. } | Action::AwaitRollout { rollback_id, .. } => {
+                rollback_id
+            }
+            Action::Undo(o) => &o.rollback_id,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,7 +387,7 @@ impl Outcome {
     }
 }
 
-/// One journal line (SPEC §4.7) and the substance of a notification.
+/// One journal line (the README's "State directory") and the substance of a notification.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     pub ts: Millis,
@@ -489,7 +513,7 @@ pub struct RollbackSummary {
     pub outcome: Outcome,
 }
 
-/// The states of SPEC §4.6.
+/// The states `/status` names (the README's "HTTP endpoint").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {

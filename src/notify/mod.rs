@@ -1,4 +1,4 @@
-//! Telling people: the events of SPEC §4.5 as owned, serialisable values,
+//! Telling people: the events of the README's "Notifications" as owned, serialisable values,
 //! their rendering for each channel, the senders and the durable outbox.
 //!
 //! - [`Event`] is built from an engine [`Record`] plus what only the daemon
@@ -35,7 +35,7 @@ pub use outbox::{Notification, Outbox, Worker};
 /// The version of the webhook's JSON document.
 pub const SCHEMA: &str = "rollbackd.event/v1";
 
-/// What happened, as people are told (SPEC §4.5).
+/// What happened, as people are told (the README's "Notifications").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {

@@ -261,12 +261,12 @@ fn is_queued(p: &Path) -> bool {
 /// Exponential backoff with jitter: the n-th retry waits between half and
 /// all of `base · 2^(n-1)`, at most `cap`.
 #[derive(Debug, Clone, Copy)]
-pub struct Backoff {
+pub struct RetryDelay {
     pub base: Duration,
     pub cap: Duration,
 }
 
-impl Default for Backoff {
+impl Default for RetryDelay {
     fn default() -> Self {
         Self {
             base: Duration::from_secs(1),
@@ -275,7 +275,7 @@ impl Default for Backoff {
     }
 }
 
-impl Backoff {
+impl RetryDelay {
     pub fn delay(&self, attempts: u32) -> Duration {
         let exp = attempts.saturating_sub(1).min(20);
         let full = self.base.saturating_mul(1 << exp).min(self.cap);
@@ -305,7 +305,7 @@ pub struct Worker {
     config: watch::Receiver<Arc<Config>>,
     redactor: Redactor,
     counters: Counters,
-    backoff: Backoff,
+    backoff: RetryDelay,
 }
 
 impl Worker {
@@ -320,7 +320,7 @@ impl Worker {
             config,
             redactor,
             counters,
-            backoff: Backoff::default(),
+            backoff: RetryDelay::default(),
         }
     }
 
@@ -557,7 +557,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_up_to_the_cap() {
-        let b = Backoff::default();
+        let b = RetryDelay::default();
         for _ in 0..50 {
             let first = b.delay(1);
             assert!(first >= Duration::from_millis(500) && first <= Duration::from_secs(1));

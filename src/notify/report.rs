@@ -187,9 +187,10 @@ pub fn render(e: &Event, timeline: &[Value]) -> String {
 /// The journal lines of one rollback.
 pub fn timeline(state_dir: &Path, rollback_id: &str) -> Vec<Value> {
     match crate::store::journal::Journal::read(state_dir) {
-        Ok((records, _)) => records
-            .into_iter()
-            .filter(|r| r["rollback_id"].as_str() == Some(rollback_id))
+        Ok((lines, _)) => lines
+            .iter()
+            .filter(|l| l.rollback_id() == Some(rollback_id))
+            .map(crate::store::journal::Line::to_value)
             .collect(),
         Err(_) => Vec::new(),
     }

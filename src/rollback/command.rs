@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncReadExt;
 use tokio::process::Command;
+use tracing::{info, warn};
+
+use super::{AdapterError, Answer, Detail, HistoryRow};
+use crate::clock::now_ms;
+use crate::config::CommandTarget;
+use crate::engine::{ActResult, Action, Input, Millis, Origin, Recheck, Revision, RolloutResult};
 
 /// How much of each output stream is kept for the journal and reports.
 const KEEP: usize = 8 * 1024;
@@ -66,6 +72,11 @@ pub enum CommandError {
     },
     #[error("the command is empty")]
     Empty,
+    /// `current` ran and did not print a version.
+    #[error("`current` failed: {0}")]
+    Current(String),
+    #[error("`current` printed nothing")]
+    NoVersion,
 }
 
 /// The environment a command receives.
@@ -173,16 +184,302 @@ async fn read_capped<R: tokio::io::AsyncRead + Unpin>(
 }
 
 /// Runs `current` and returns the version it printed (trimmed).
-pub async fn current(argv: &[String], env: &Env<'_>, timeout: Duration) -> Result<String, String> {
-    let run = run(argv, env, timeout).await.map_err(|e| e.to_string())?;
+pub async fn current(
+    argv: &[String],
+    env: &Env<'_>,
+    timeout: Duration,
+) -> Result<String, CommandError> {
+    let run = run(argv, env, timeout).await?;
     if !run.success() {
-        return Err(format!("`current` failed: {}", run.failure()));
+        return Err(CommandError::Current(run.failure()));
     }
     let version = run.stdout.trim();
     if version.is_empty() {
-        return Err("`current` printed nothing".into());
+        return Err(CommandError::NoVersion);
     }
     Ok(version.lines().next().unwrap_or(version).trim().to_owned())
+}
+
+/// A command target, as one watch drives it.
+pub struct CommandAdapter {
+    pub watch: String,
+    pub target: CommandTarget,
+    pub interval: Duration,
+    pub rollout_timeout: Duration,
+}
+
+impl CommandAdapter {
+    fn env<'a>(&'a self, reason: &'a str, from_version: &'a str) -> Env<'a> {
+        Env {
+            watch: &self.watch,
+            reason,
+            from_version,
+        }
+    }
+
+    /// Reads the version before each evaluation.
+    pub fn poller(&self, known: Option<String>) -> Poller {
+        Poller {
+            watch: self.watch.clone(),
+            argv: self.target.current.clone(),
+            timeout: self.interval.min(self.target.timeout),
+            last_version: known,
+            last_poll: None,
+            last_error: None,
+            changes_in_a_row: 0,
+        }
+    }
+
+    pub async fn execute(&self, action: Action) -> Answer {
+        match action {
+            Action::Recheck {
+                rollback_id, from, ..
+            } => {
+                let result = match &self.target.current {
+                    None => Recheck::Proceed,
+                    Some(argv) => {
+                        let timeout = self.interval.min(self.target.timeout);
+                        match current(argv, &self.env("", &from), timeout).await {
+                            Ok(v) if v == from => Recheck::Proceed,
+                            Ok(v) => Recheck::Superseded(Revision {
+                                id: v,
+                                since: now_ms(),
+                                origin: Origin::Rollout,
+                                definite: false,
+                            }),
+                            Err(e) => Recheck::Failed(e.to_string()),
+                        }
+                    }
+                };
+                Answer {
+                    input: Input::Rechecked {
+                        rollback_id,
+                        result,
+                    },
+                    detail: None,
+                }
+            }
+            Action::Undo(order) => {
+                if order.dry_run {
+                    // A command has no dry run: proving it would mean running it.
+                    return Answer {
+                        input: Input::Acted {
+                            rollback_id: order.rollback_id,
+                            result: ActResult::Applied { to: None },
+                        },
+                        detail: None,
+                    };
+                }
+                let env = self.env(&order.reason, &order.from);
+                info!(command = %self.target.rollback.join(" "), "running the rollback command");
+                let (result, detail) =
+                    match run(&self.target.rollback, &env, self.target.timeout).await {
+                        Ok(run) => {
+                            let result = if run.success() {
+                                ActResult::Applied { to: None }
+                            } else {
+                                ActResult::Failed(run.failure())
+                            };
+                            (result, Some(Detail::Command(run)))
+                        }
+                        Err(e) => (ActResult::Failed(e.to_string()), None),
+                    };
+                Answer {
+                    input: Input::Acted {
+                        rollback_id: order.rollback_id,
+                        result,
+                    },
+                    detail,
+                }
+            }
+            Action::AwaitRollout { rollback_id, from } => {
+                let result = self.wait_version_change(&from).await;
+                Answer {
+                    input: Input::RolledOut {
+                        rollback_id,
+                        result,
+                    },
+                    detail: None,
+                }
+            }
+        }
+    }
+
+    /// The rollout is done when `current` no longer prints the version
+    /// rolled away from. Right after a successful rollback command that is
+    /// at once; after a restart the command may still be running, orphaned,
+    /// so this waits for it, bounded by `rollout_timeout`. Without
+    /// `current` the command's success is all there is to go by.
+    async fn wait_version_change(&self, from: &str) -> RolloutResult {
+        let Some(argv) = &self.target.current else {
+            return RolloutResult::Complete(None);
+        };
+        let deadline = tokio::time::Instant::now() + self.rollout_timeout;
+        let env = self.env("", from);
+        let poll = self
+            .interval
+            .clamp(Duration::from_millis(50), Duration::from_secs(5));
+        loop {
+            if let Ok(v) = current(
+                argv,
+                &env,
+                poll.max(Duration::from_secs(1)).min(self.target.timeout),
+            )
+            .await
+                && v != from
+            {
+                let landed = Revision {
+                    id: v,
+                    since: now_ms(),
+                    origin: Origin::Rollback,
+                    definite: false,
+                };
+                return RolloutResult::Complete(Some(landed));
+            }
+            if tokio::time::Instant::now() + poll > deadline {
+                return RolloutResult::Failed(format!(
+                    "`current` still reports {from} {} after the rollback",
+                    humantime::format_duration(self.rollout_timeout)
+                ));
+            }
+            tokio::time::sleep(poll).await;
+        }
+    }
+
+    /// A command target keeps no history of its own: the one row is the
+    /// version `current` prints now (the journal has the versions seen).
+    pub async fn history(&self) -> Result<Vec<HistoryRow>, AdapterError> {
+        let Some(argv) = &self.target.current else {
+            return Ok(Vec::new());
+        };
+        let timeout = self.interval.min(self.target.timeout);
+        let version = current(argv, &self.env("", ""), timeout).await?;
+        Ok(vec![HistoryRow {
+            revision: version,
+            images: Vec::new(),
+            change_cause: None,
+            created: None,
+            current: true,
+        }])
+    }
+
+    /// Whether the programs would be found, as the daemon runs them.
+    pub fn probe(&self) -> Vec<(String, Result<String, String>)> {
+        let mut out = vec![(
+            "rollback command".to_owned(),
+            executable(&self.target.rollback[0]),
+        )];
+        if let Some(cur) = &self.target.current {
+            out.push(("current command".to_owned(), executable(&cur[0])));
+        }
+        out
+    }
+}
+
+/// Where a program would be found, as the daemon runs it (no shell).
+pub fn executable(program: &str) -> Result<String, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let candidates: Vec<std::path::PathBuf> = if program.contains('/') {
+        vec![program.into()]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    for c in &candidates {
+        if let Ok(m) = std::fs::metadata(c)
+            && m.is_file()
+        {
+            return if m.permissions().mode() & 0o111 != 0 {
+                Ok(format!("{} is executable", c.display()))
+            } else {
+                Err(format!("{} is not executable", c.display()))
+            };
+        }
+    }
+    if program.contains('/') {
+        Err(format!("{program} does not exist"))
+    } else {
+        Err(format!("{program} is not on PATH"))
+    }
+}
+
+/// A `current` whose output changes this many polls in a row is not
+/// printing a version (a timestamp, a request id): said once, loudly.
+const UNSTABLE_AFTER: u32 = 5;
+
+/// Reads a command target's version before each evaluation; a change is a
+/// new revision.
+pub struct Poller {
+    watch: String,
+    argv: Option<Vec<String>>,
+    timeout: Duration,
+    last_version: Option<String>,
+    /// When `current` last answered: a new version appeared after it.
+    last_poll: Option<Millis>,
+    last_error: Option<String>,
+    /// Polls in a row that each saw a new version.
+    changes_in_a_row: u32,
+}
+
+impl Poller {
+    pub fn last_version(&self) -> Option<String> {
+        self.last_version.clone()
+    }
+
+    pub async fn poll(&mut self) -> Option<Revision> {
+        let argv = self.argv.as_ref()?;
+        let env = Env {
+            watch: &self.watch,
+            reason: "",
+            from_version: self.last_version.as_deref().unwrap_or(""),
+        };
+        let polled = now_ms();
+        match current(argv, &env, self.timeout).await {
+            Ok(version) => {
+                self.last_error = None;
+                let previous_poll = self.last_poll.replace(polled);
+                if self.last_version.as_deref() == Some(version.as_str()) {
+                    self.changes_in_a_row = 0;
+                    return None;
+                }
+                if self.last_version.is_some() {
+                    self.changes_in_a_row += 1;
+                }
+                if self.changes_in_a_row == UNSTABLE_AFTER {
+                    warn!(
+                        polls = UNSTABLE_AFTER,
+                        "`current` printed a different version on every poll; it must print the deployed version only (no timestamps), or every poll is a new rollout"
+                    );
+                }
+                // The first version this watch sees has an unknown age:
+                // only the saved memory can say whether it is armed.
+                let origin = if self.last_version.is_none() {
+                    Origin::Unknown
+                } else {
+                    Origin::Rollout
+                };
+                self.last_version = Some(version.clone());
+                // The rollout began after the last poll that saw the old
+                // version: that is the baseline's moment, and the start of
+                // the arming window.
+                Some(Revision {
+                    id: version,
+                    since: previous_poll.unwrap_or(polled),
+                    origin,
+                    definite: false,
+                })
+            }
+            Err(e) => {
+                let e = e.to_string();
+                if self.last_error.as_deref() != Some(e.as_str()) {
+                    warn!(error = %e, "cannot read the deployed version");
+                    self.last_error = Some(e);
+                }
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,12 +605,14 @@ mod tests {
             current(&sh("true"), &env(), Duration::from_secs(5))
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("printed nothing")
         );
         assert!(
             current(&sh("exit 1"), &env(), Duration::from_secs(5))
                 .await
                 .unwrap_err()
+                .to_string()
                 .contains("exit status 1")
         );
     }

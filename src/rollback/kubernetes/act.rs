@@ -31,7 +31,7 @@ async fn read_observed(
     }
 }
 
-/// SPEC §4.3.1: still at the failing revision, not paused, somewhere to go.
+/// Before acting: still at the failing revision, not paused, somewhere to go.
 pub async fn recheck(h: &Handle, from: &str, avoid: &[String]) -> Recheck {
     let budget = h.timeout;
     let (obj, history) = match read_observed(h, budget).await {

@@ -15,6 +15,7 @@ pub mod observe;
 pub mod workload;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
@@ -25,7 +26,9 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams}
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use tracing::{debug, info};
 
+use super::{AdapterError, Answer, Detail, HistoryRow};
 use crate::config::{KubernetesSettings, KubernetesTarget, WorkloadKind};
+use crate::engine::{Action, Input, Revision, Trigger};
 use workload::{HistoryEntry, Object};
 
 /// A failed API call, classified.
@@ -37,6 +40,8 @@ pub struct ApiFailure {
     /// Worth retrying: the server or the network may do better later.
     pub transient: bool,
 }
+
+impl std::error::Error for ApiFailure {}
 
 impl std::fmt::Display for ApiFailure {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -205,8 +210,18 @@ impl Connector {
         self.settings.request_timeout
     }
 
+    /// A target with the client of its context: the one way adapters,
+    /// observers and probes reach a workload.
+    pub async fn handle(&self, target: &KubernetesTarget) -> Result<Handle, AdapterError> {
+        Ok(Handle {
+            client: self.client(target.context.as_deref()).await?,
+            target: target.clone(),
+            timeout: self.request_timeout(),
+        })
+    }
+
     /// The client for a target's `context` (or the configured one).
-    pub async fn client(&self, context: Option<&str>) -> Result<kube::Client, String> {
+    pub async fn client(&self, context: Option<&str>) -> Result<kube::Client, AdapterError> {
         let key = context
             .map(str::to_owned)
             .or_else(|| self.settings.context.clone());
@@ -214,7 +229,9 @@ impl Connector {
         if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let client = connect(&self.settings, key.as_deref()).await?;
+        let client = connect(&self.settings, key.as_deref())
+            .await
+            .map_err(AdapterError::Connect)?;
         clients.insert(key, client.clone());
         Ok(client)
     }
@@ -418,6 +435,134 @@ fn list_params(selector: Option<String>) -> ListParams {
     match selector {
         Some(s) if !s.is_empty() => ListParams::default().labels(&s),
         _ => ListParams::default(),
+    }
+}
+
+/// A Deployment, StatefulSet or DaemonSet, as one watch drives it.
+pub struct KubeAdapter {
+    pub connector: Arc<Connector>,
+    pub target: KubernetesTarget,
+    pub rollout_timeout: Duration,
+}
+
+impl KubeAdapter {
+    /// Starts the target's watch in a task of its own, until `cancel`: it
+    /// keeps the snapshot the rollout check reads and sends each new
+    /// revision.
+    pub fn observe(
+        &self,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> (observe::Feed, tokio::sync::mpsc::Receiver<Revision>) {
+        let (feed_tx, feed) = tokio::sync::watch::channel(None);
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let on_revision = move |rev: Revision| {
+            let tx = tx.clone();
+            async move { tx.send(rev).await.is_ok() }
+        };
+        tokio::spawn(tracing::Instrument::instrument(
+            observe::run(
+                self.connector.clone(),
+                self.target.clone(),
+                feed_tx,
+                on_revision,
+                cancel,
+            ),
+            tracing::Span::current(),
+        ));
+        (feed, rx)
+    }
+
+    pub async fn execute(&self, action: Action, trigger: Trigger) -> Answer {
+        let h = match self.connector.handle(&self.target).await {
+            Ok(h) => h,
+            Err(e) => return Answer::failed(action, e.to_string()),
+        };
+        match action {
+            Action::Recheck {
+                rollback_id,
+                from,
+                avoid,
+            } => Answer {
+                input: Input::Rechecked {
+                    rollback_id,
+                    result: act::recheck(&h, &from, &avoid).await,
+                },
+                detail: None,
+            },
+            Action::Undo(order) => {
+                let (result, detail) = act::undo(&h, &order, trigger).await;
+                Answer {
+                    input: Input::Acted {
+                        rollback_id: order.rollback_id,
+                        result,
+                    },
+                    detail: Some(Detail::Undo(detail)),
+                }
+            }
+            Action::AwaitRollout { rollback_id, from } => {
+                let result = act::wait(&h, &rollback_id, &from, self.rollout_timeout).await;
+                Answer {
+                    input: Input::RolledOut {
+                        rollback_id,
+                        result,
+                    },
+                    detail: None,
+                }
+            }
+        }
+    }
+
+    /// The revisions as `kubectl rollout history` lists them, oldest first.
+    pub async fn history(&self) -> Result<Vec<HistoryRow>, AdapterError> {
+        let h = self.connector.handle(&self.target).await?;
+        let (obj, history) = h.read(h.timeout).await?;
+        let current = obj.current(&history).map(|e| e.number);
+        Ok(history
+            .iter()
+            .map(|e| HistoryRow {
+                revision: e.number.to_string(),
+                images: e.images(),
+                change_cause: e.change_cause.clone(),
+                created: e.created,
+                current: Some(e.number) == current,
+            })
+            .collect())
+    }
+
+    /// Reads the target and its history as the daemon would, and proves
+    /// with a patch that changes nothing, sent as a dry run, that an undo
+    /// would be allowed (RBAC and admission).
+    pub async fn probe(&self) -> Vec<(String, Result<String, String>)> {
+        let what = format!(
+            "target {}/{}/{}",
+            self.target.kind.as_str(),
+            self.target.namespace,
+            self.target.name
+        );
+        vec![(what, self.probe_inner().await)]
+    }
+
+    async fn probe_inner(&self) -> Result<String, String> {
+        let h = self
+            .connector
+            .handle(&self.target)
+            .await
+            .map_err(|e| e.to_string())?;
+        let (obj, history) = h.read(h.timeout).await.map_err(|e| e.to_string())?;
+        let noop = workload::UndoPatch::Strategic(serde_json::json!({}));
+        h.patch(&noop, true, h.timeout)
+            .await
+            .map_err(|e| format!("readable, but an undo would fail: {e}"))?;
+        let current = match obj.current(&history) {
+            Some(e) => format!("at revision {} ({})", e.number, e.images().join(", ")),
+            None => "no revision yet".to_owned(),
+        };
+        Ok(format!(
+            "{current}, {} earlier revision{}; {}; may be patched (dry run)",
+            history.len().saturating_sub(1),
+            if history.len() == 2 { "" } else { "s" },
+            obj.rollout_status().message()
+        ))
     }
 }
 

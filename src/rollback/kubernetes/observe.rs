@@ -72,7 +72,7 @@ pub fn revision_of(e: &HistoryEntry, now: Millis, ours: bool) -> Revision {
     }
 }
 
-/// The built-in `rollout` check (SPEC §4.1): it fails while the current
+/// The built-in `rollout` check (the README's "How it decides"): it fails while the current
 /// revision's rollout has passed its progress deadline, or has not
 /// completed within `rollout_timeout` of its start.
 pub fn rollout_check(
@@ -166,7 +166,7 @@ pub async fn run<F, Fut>(
         let client = match client {
             Ok(c) => c,
             Err(e) => {
-                o.problem(e);
+                o.problem(e.to_string());
                 tokio::select! {
                     _ = cancel.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(5)) => continue,

@@ -22,7 +22,7 @@ pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
 pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
 pub const HASH_LABEL: &str = "pod-template-hash";
-/// rollbackd's record of a rollback on the workload it patched (SPEC §4.5).
+/// rollbackd's record of a rollback on the workload it patched (README, "Kubernetes targets").
 pub const ROLLBACK_ANNOTATION: &str = "rollbackd.io/rollback";
 
 /// Annotations of a Deployment that belong to the Deployment, not to a
@@ -491,7 +491,7 @@ pub enum UndoPatch {
     Strategic(Value),
 }
 
-/// rollbackd's record on the patched workload (SPEC §4.5).
+/// rollbackd's record on the patched workload (README, "Kubernetes targets").
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Mark {
     pub rollback_id: String,
