@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
@@ -108,15 +108,62 @@ pub enum Msg {
     Command(WatchAction, oneshot::Sender<String>),
 }
 
-/// How a runner is told to stop.
+/// A runner's mailbox: messages are rare (reloads, operators), and a
+/// channel per watch would cost a preallocated block each.
+#[derive(Clone, Default)]
+pub struct Inbox(Arc<Mailbox>);
+
+#[derive(Default)]
+struct Mailbox {
+    queue: Mutex<VecDeque<Msg>>,
+    ready: tokio::sync::Notify,
+}
+
+impl Inbox {
+    pub fn send(&self, msg: Msg) {
+        if let Ok(mut q) = self.0.queue.lock() {
+            q.push_back(msg);
+        }
+        self.0.ready.notify_one();
+    }
+
+    async fn recv(&self) -> Msg {
+        loop {
+            if let Some(m) = self.0.queue.lock().ok().and_then(|mut q| q.pop_front()) {
+                return m;
+            }
+            // A send between the pop and here leaves a permit: no wakeup
+            // is lost.
+            self.0.ready.notified().await;
+        }
+    }
+}
+
+/// How a runner is told to stop: [`Stop::graceful`] stops evaluating, lets
+/// an action in flight answer (bounded by `shutdown_timeout`), saves and
+/// returns; [`Stop::abandon`] stops at once, dropping the action in flight
+/// (leadership lost, the watch removed): a rollback under way resumes at
+/// the next start.
 #[derive(Clone, Default)]
 pub struct Stop {
-    /// Stop evaluating, let an action in flight answer (bounded by
-    /// `shutdown_timeout`), save, return.
-    pub graceful: CancellationToken,
-    /// Stop at once: the action in flight is dropped (leadership lost, the
-    /// watch removed); a rollback under way resumes at the next start.
-    pub abandon: CancellationToken,
+    token: CancellationToken,
+    abandon: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Stop {
+    pub fn graceful(&self) {
+        self.token.cancel();
+    }
+
+    pub fn abandon(&self) {
+        self.abandon
+            .store(true, std::sync::atomic::Ordering::Release);
+        self.token.cancel();
+    }
+
+    fn abandoned(&self) -> bool {
+        self.abandon.load(std::sync::atomic::Ordering::Acquire)
+    }
 }
 
 /// What `watches/NAME.json` holds.
@@ -237,12 +284,7 @@ impl Runner {
     }
 
     /// Drives the watch until told to stop.
-    pub async fn run(
-        mut self,
-        journal: JournalSummary,
-        mut inbox: mpsc::Receiver<Msg>,
-        stop: Stop,
-    ) {
+    pub async fn run(mut self, journal: JournalSummary, inbox: Inbox, stop: Stop) {
         let span = tracing::info_span!("watch", watch = %self.def.name, target = %self.def.target);
         async move {
             let mut fx = VecDeque::new();
@@ -256,20 +298,25 @@ impl Runner {
             let mut next = Instant::now() + phase_offset(&self.def.name, self.def.settings.interval);
             loop {
                 let deadline = self.deadline();
+                // One timer: the next evaluation (none while one is under
+                // way) or the engine's deadline, whichever is first.
+                let far = Instant::now() + Duration::from_secs(86_400);
+                let slot = if evaluating.is_none() { next } else { far };
+                let wake = deadline.map_or(slot, |d| d.min(slot));
                 tokio::select! {
                     biased;
-                    _ = stop.abandon.cancelled() => {
-                        if action.is_some() {
+                    _ = stop.token.cancelled() => {
+                        if !stop.abandoned() {
+                            // Boxed: the shutdown's state is not carried by
+                            // every runner for its whole life.
+                            Box::pin(self.finish_actions(&mut action)).await;
+                        } else if action.is_some() {
                             self.cancelled();
                         }
                         break;
                     }
-                    _ = stop.graceful.cancelled() => {
-                        self.finish_actions(&mut action).await;
-                        break;
-                    }
                     msg = inbox.recv() => match msg {
-                        Some(Msg::Redefine(def)) => {
+                        Msg::Redefine(def) => {
                             observing.cancel();
                             self.redefine(def);
                             observing = CancellationToken::new();
@@ -278,7 +325,7 @@ impl Runner {
                             evaluating = None;
                             next = Instant::now() + phase_offset(&self.def.name, self.def.settings.interval);
                         }
-                        Some(Msg::Command(what, reply)) => {
+                        Msg::Command(what, reply) => {
                             let input = match what {
                                 WatchAction::Pause => Input::Pause,
                                 WatchAction::Resume => Input::Resume,
@@ -286,10 +333,6 @@ impl Runner {
                             };
                             self.step(input, &mut action);
                             let _ = reply.send(self.machine.state(self.now()).as_str().to_owned());
-                        }
-                        None => {
-                            self.finish_actions(&mut action).await;
-                            break;
                         }
                     },
                     answer = maybe(&mut action) => {
@@ -320,16 +363,20 @@ impl Runner {
                             next = following(next, self.def.settings.interval);
                         }
                     },
-                    _ = tokio::time::sleep_until(next), if evaluating.is_none() => {
-                        let lag = Instant::now().saturating_duration_since(next);
-                        self.services.metrics.evaluation_lag.observe(lag.as_secs_f64());
-                        let polling = observer.before_evaluation();
-                        evaluating = Some(Evaluating::Polling(Box::pin(async move {
-                            let polled = polling.poll().await;
-                            (polling, polled)
-                        })));
+                    _ = tokio::time::sleep_until(wake) => {
+                        if deadline.is_some_and(|d| d <= Instant::now()) {
+                            self.step(Input::Tick, &mut action);
+                        }
+                        if evaluating.is_none() && next <= Instant::now() {
+                            let lag = Instant::now().saturating_duration_since(next);
+                            self.services.metrics.evaluation_lag.observe(lag.as_secs_f64());
+                            let polling = observer.before_evaluation();
+                            evaluating = Some(Evaluating::Polling(Box::pin(async move {
+                                let polled = polling.poll().await;
+                                (polling, polled)
+                            })));
+                        }
                     }
-                    _ = sleep_until_opt(deadline) => self.step(Input::Tick, &mut action),
                 }
             }
             observing.cancel();
@@ -666,13 +713,6 @@ fn following(next: Instant, interval: Duration) -> Instant {
         next += interval * missed as u32;
     }
     next
-}
-
-async fn sleep_until_opt(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use crate::clock::rfc3339;
 use crate::config::{self, Config, ConfigDiff, Watch};
 use crate::engine::JournalSummary;
 use crate::metrics::{KindLabel, ResultLabel, StateLabel};
-use crate::runner::{Msg, Runner, Services, Stop};
+use crate::runner::{Inbox, Msg, Runner, Services, Stop};
 use crate::store::journal::{self, Journal};
 use crate::telemetry::Telemetry;
 
@@ -33,7 +33,7 @@ pub struct WatchCommand {
 
 /// A runner in its task.
 struct Running {
-    inbox: mpsc::Sender<Msg>,
+    inbox: Inbox,
     stop: Stop,
     task: JoinHandle<()>,
 }
@@ -148,7 +148,7 @@ impl Supervisor {
     pub async fn shutdown(&mut self, grace: Duration) {
         let runners = std::mem::take(&mut self.runners);
         for r in runners.values() {
-            r.stop.graceful.cancel();
+            r.stop.graceful();
         }
         let deadline = tokio::time::Instant::now() + grace + Duration::from_secs(1);
         for (name, r) in runners {
@@ -190,7 +190,7 @@ impl Supervisor {
         let Some(r) = self.runners.remove(name) else {
             return;
         };
-        r.stop.abandon.cancel();
+        r.stop.abandon();
         let busy = self
             .services
             .board
@@ -224,13 +224,7 @@ impl Supervisor {
             let Some(def) = cfg.watch(name) else { continue };
             match self.runners.get_mut(name) {
                 Some(r) => {
-                    if r.inbox
-                        .send(Msg::Redefine(Arc::new(def.clone())))
-                        .await
-                        .is_err()
-                    {
-                        warn!(watch = %name, "the watch's runner has stopped");
-                    }
+                    r.inbox.send(Msg::Redefine(Arc::new(def.clone())));
                 }
                 None => self.add(def).await,
             }
@@ -248,11 +242,11 @@ impl Supervisor {
         }
         self.retiring.retain(|_, t| !t.is_finished());
         let def = Arc::new(def.clone());
-        let (inbox, rx) = mpsc::channel(8);
+        let inbox = Inbox::default();
         let stop = Stop::default();
         let journal = self.journal_view.remove(&name).unwrap_or_default();
         let runner = Runner::new(def, self.services.clone());
-        let task = tokio::spawn(runner.run(journal, rx, stop.clone()));
+        let task = tokio::spawn(runner.run(journal, inbox.clone(), stop.clone()));
         self.runners.insert(name, Running { inbox, stop, task });
     }
 
@@ -264,10 +258,8 @@ impl Supervisor {
         let inbox = r.inbox.clone();
         tokio::spawn(async move {
             let (tx, rx) = oneshot::channel();
-            let answer = match inbox.send(Msg::Command(c.action, tx)).await {
-                Ok(()) => rx.await.map_err(|_| "the watch stopped".to_owned()),
-                Err(_) => Err("the watch stopped".to_owned()),
-            };
+            inbox.send(Msg::Command(c.action, tx));
+            let answer = rx.await.map_err(|_| "the watch stopped".to_owned());
             let _ = c.reply.send(answer);
         });
     }

@@ -85,18 +85,15 @@ impl Lab {
     }
 
     /// Starts a runner as a daemon start would: with what the journal
-    /// says. The inbox is leaked into the task so that it stays open.
+    /// says.
     fn start(&self, fake: &FakeAdapter) -> (Stop, tokio::task::JoinHandle<()>) {
         let (lines, _) = Journal::read(&self.services.state_dir).unwrap();
         let summary = journal::summaries(&lines).remove("web").unwrap_or_default();
         let runner = Runner::new(self.def.clone(), self.services.clone()).with_fake(fake.clone());
-        let (inbox, rx) = mpsc::channel(8);
+
         let stop = Stop::default();
         let running = stop.clone();
-        let task = tokio::spawn(async move {
-            let _inbox = inbox;
-            runner.run(summary, rx, running).await
-        });
+        let task = tokio::spawn(runner.run(summary, Inbox::default(), running));
         (stop, task)
     }
 
@@ -189,7 +186,7 @@ async fn a_failing_watch_is_rolled_back_once_verified_and_recovered() {
     assert_eq!(kinds(&fake.actions()).len(), 3, "one undo, no second one");
     // arm = "always": armed again at once, but inside the rollback's cooldown.
     assert_eq!(lab.state(), "cooldown");
-    stop.graceful.cancel();
+    stop.graceful();
     task.await.unwrap();
 }
 
@@ -205,7 +202,7 @@ async fn a_restart_during_the_rollout_wait_resumes_the_undo_without_sending_it_a
         kinds(&fake.actions()).contains(&"await")
     })
     .await;
-    stop.abandon.cancel();
+    stop.abandon();
     task.await.unwrap();
     assert!(
         lab.events().contains(&"rollback_applied".to_owned()),
@@ -231,7 +228,7 @@ async fn a_restart_during_the_rollout_wait_resumes_the_undo_without_sending_it_a
         1
     );
     assert!(events.contains(&"rollback_resumed".to_owned()));
-    stop.graceful.cancel();
+    stop.graceful();
     task.await.unwrap();
 }
 
@@ -244,7 +241,7 @@ async fn an_action_stopped_before_it_answered_is_answered_as_cancelled() {
     fake.set_delay(Duration::from_secs(3600));
     lab.alert("firing");
     until("the re-read is ordered", || !fake.actions().is_empty()).await;
-    stop.abandon.cancel();
+    stop.abandon();
     task.await.unwrap();
     assert_eq!(kinds(&fake.actions()), ["recheck"]);
     let dropped = lab
@@ -264,7 +261,7 @@ async fn a_graceful_stop_lets_the_action_in_flight_answer_within_the_shutdown_ti
     fake.set_delay(Duration::from_millis(500));
     lab.alert("firing");
     until("the re-read is ordered", || !fake.actions().is_empty()).await;
-    stop.graceful.cancel();
+    stop.graceful();
     task.await.unwrap();
     // The re-read answered, the undo was ordered and answered; the rollout
     // wait was cut short by the timeout and is resumed at the next start.
