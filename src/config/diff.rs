@@ -123,6 +123,8 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    //! The diff of configurations read from files, as a reload reads them.
+
     use super::*;
     use std::path::Path;
 

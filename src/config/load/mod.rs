@@ -53,6 +53,9 @@ pub fn load_with_env(main: &Path, env: EnvLookup<'_>) -> Result<Config, ConfigEr
     let mut diags = Vec::new();
     let mut secrets = SecretSet::default();
     let config = read_all(main, env, &mut diags, &mut secrets);
+    // Files in the order their first problem was found. That is the order
+    // they were read in, but for a main file whose first problem is a watch
+    // file that exists and cannot be read: it is listed where that was found.
     let mut order: Vec<PathBuf> = Vec::new();
     for d in &diags {
         if !order.contains(&d.location.file) {
