@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::super::diag::{Location, did_you_mean};
-use super::super::reader::{Ctx, Value, resolve};
-use super::super::{DaemonSettings, LogFormat};
+use crate::config::diag::{Location, did_you_mean};
+use crate::config::reader::{Ctx, Value, resolve};
+use crate::config::{DaemonSettings, LogFormat};
 
 /// `[daemon]` as read.
 pub(super) struct DaemonTable {

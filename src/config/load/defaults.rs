@@ -2,10 +2,10 @@
 //! per-watch settings"): the watch settings every `[[watch]]` inherits, and
 //! the reader of those keys, which a `[[watch]]` shares to override them.
 
-use super::super::reader::{Ctx, Table, Value};
-use super::super::{Arm, WatchSettings};
 use super::rules::Reference;
 use super::values::MIN_INTERVAL;
+use crate::config::reader::{Ctx, Table, Value};
+use crate::config::{Arm, WatchSettings};
 
 /// What every watch inherits from `[defaults]`: a watch's settings are read
 /// over these, as `[defaults]` is read over the built-in defaults.

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::super::reader::{Ctx, Value};
-use super::super::{KubernetesSettings, LeaderElection};
 use super::values::dns_name;
+use crate::config::reader::{Ctx, Value};
+use crate::config::{KubernetesSettings, LeaderElection};
 
 /// `None` when the table is invalid (and reported); absent, it is the
 /// built-in connection.

@@ -6,10 +6,10 @@ use std::ops::Range;
 use std::str::FromStr;
 use std::time::Duration;
 
-use super::super::reader::{Ctx, Table, Value};
-use super::super::secret::Secret;
-use super::super::{EmailNotifier, Notifier, SlackNotifier, SmtpTls, WebhookNotifier};
 use super::values::{http_url, optional, read_headers, readable_file};
+use crate::config::reader::{Ctx, Table, Value};
+use crate::config::secret::Secret;
+use crate::config::{EmailNotifier, Notifier, SlackNotifier, SmtpTls, WebhookNotifier};
 
 /// Reads one `[notifiers.NAME]`; `None` when it is invalid (and reported).
 pub(super) fn read_notifier(cx: &mut Ctx<'_>, name: &str, v: &Value<'_>) -> Option<Notifier> {

@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use super::super::reader::{Ctx, Sensitivity, Value};
-use super::super::{HttpAuth, PrometheusSource};
 use super::values::{http_url, optional, read_headers, readable_file};
+use crate::config::reader::{Ctx, Sensitivity, Value};
+use crate::config::{HttpAuth, PrometheusSource};
 
 /// Reads one `[prometheus.NAME]`; `None` when it is invalid (and reported).
 pub(super) fn read_prometheus(

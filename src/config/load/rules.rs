@@ -13,10 +13,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::super::diag::{Diagnostic, Location, Severity, did_you_mean};
-use super::super::reader::{Found, one_of};
-use super::super::{Target, Watch, WorkloadKind};
 use super::watch::{SourceRef, WatchTable};
+use crate::config::diag::{Diagnostic, Location, Severity, did_you_mean};
+use crate::config::reader::{Found, one_of};
+use crate::config::{Target, Watch, WorkloadKind};
 
 /// A name that one table uses for another table, where it is written.
 pub(super) struct Reference {

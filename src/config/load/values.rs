@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::super::reader::{Ctx, Sensitivity, Table, Value, io_reason};
-use super::super::secret::Secret;
+use crate::config::reader::{Ctx, Sensitivity, Table, Value, io_reason};
+use crate::config::secret::Secret;
 
 /// The shortest `interval`; also the shortest `rollout_timeout` and command
 /// target `timeout`.

@@ -5,8 +5,8 @@ use std::ops::Range;
 
 use toml::de::DeTable;
 
-use super::super::super::AlertCheck;
-use super::super::super::reader::{Ctx, Sensitivity, Table};
+use crate::config::AlertCheck;
+use crate::config::reader::{Ctx, Sensitivity, Table};
 
 /// Reads the `index`-th of `count` alert checks; `None` when it is invalid
 /// (and reported).

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use toml::de::DeTable;
 
-use super::super::super::reader::{Ctx, Sensitivity, Table};
-use super::super::super::{HealthCheck, OnError, WatchSettings};
-use super::super::values::{http_url, optional, read_headers, readable_file};
 use super::on_error;
+use crate::config::load::values::{http_url, optional, read_headers, readable_file};
+use crate::config::reader::{Ctx, Sensitivity, Table};
+use crate::config::{HealthCheck, OnError, WatchSettings};
 
 /// Reads the `index`-th of `count` health checks; `None` when it is invalid
 /// (and reported). `settings` are the watch's, `[defaults]` applied;

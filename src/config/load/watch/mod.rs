@@ -15,11 +15,11 @@ use std::ops::Range;
 
 use toml::de::DeTable;
 
-use super::super::diag::Location;
-use super::super::reader::{Ctx, Found, Table, Value};
-use super::super::{OnError, Target, Watch};
 use super::defaults::{Inherited, SettingsRead, read_settings};
 use super::rules::Reference;
+use crate::config::diag::Location;
+use crate::config::reader::{Ctx, Found, Table, Value};
+use crate::config::{OnError, Target, Watch};
 
 /// One `[[watch]]` as read, before the rules.
 pub(super) struct WatchTable {

@@ -6,11 +6,11 @@ use std::ops::Range;
 
 use toml::de::DeTable;
 
-use super::super::super::reader::{Ctx, Table};
-use super::super::super::{OnError, OnNoData, PrometheusCheck};
-use super::super::rules::Reference;
-use super::super::values::optional;
 use super::{SourceRef, on_error};
+use crate::config::load::rules::Reference;
+use crate::config::load::values::optional;
+use crate::config::reader::{Ctx, Table};
+use crate::config::{OnError, OnNoData, PrometheusCheck};
 
 /// Reads one Prometheus check: the check, `None` when it is invalid by its
 /// own table (and reported), and the source it queries when that is

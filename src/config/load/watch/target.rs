@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
-use super::super::super::reader::{Ctx, Sensitivity, Value};
-use super::super::super::{CommandTarget, KubernetesTarget, Target, WorkloadKind};
-use super::super::values::{MIN_INTERVAL, dns_name, optional};
+use crate::config::load::values::{MIN_INTERVAL, dns_name, optional};
+use crate::config::reader::{Ctx, Sensitivity, Value};
+use crate::config::{CommandTarget, KubernetesTarget, Target, WorkloadKind};
 
 /// `None` when the target is invalid (and reported).
 pub(super) fn read_target(cx: &mut Ctx<'_>, v: &Value<'_>) -> Option<Target> {
