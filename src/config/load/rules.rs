@@ -5,6 +5,10 @@
 //! all files. The readers only record what these rules need
 //! ([`Reference`], [`WatchTable`]).
 //!
+//! The rules depend on each other as they did inside the readers: a check
+//! with an unknown source is invalid, so it takes part in no name
+//! comparison, and its watch, being invalid, claims no target.
+//!
 //! A rule's diagnostic is filed at the [`Found`] of what it is about, as if
 //! it had been reported while that was read: the order diagnostics are
 //! found in decides which file's are listed first and the order of those at
@@ -99,7 +103,7 @@ struct Watched {
     targets: BTreeMap<(WorkloadKind, String, String, Option<String>), String>,
 }
 
-fn watch_rules(out: &mut Findings, declared: &Declared<'_>, kept: &mut Watched, w: WatchTable) {
+fn watch_rules(out: &mut Findings, declared: &Declared<'_>, watched: &mut Watched, w: WatchTable) {
     notify_refs(out, &w.notify, declared.notifiers);
     let mut ok = true;
     let mut check_names: BTreeMap<&str, &Location> = BTreeMap::new();
@@ -129,7 +133,7 @@ fn watch_rules(out: &mut Findings, declared: &Declared<'_>, kept: &mut Watched, 
     }
 
     if let Some(name) = &w.name {
-        if let Some(first) = kept.origins.get(name) {
+        if let Some(first) = watched.origins.get(name) {
             out.error(
                 w.done,
                 &w.at,
@@ -138,7 +142,7 @@ fn watch_rules(out: &mut Findings, declared: &Declared<'_>, kept: &mut Watched, 
             );
             return;
         }
-        kept.origins.insert(name.clone(), w.at.clone());
+        watched.origins.insert(name.clone(), w.at.clone());
     }
     let Some(watch) = w.watch.filter(|_| ok) else {
         return;
@@ -150,21 +154,21 @@ fn watch_rules(out: &mut Findings, declared: &Declared<'_>, kept: &mut Watched, 
             k.name.clone(),
             k.context.clone(),
         );
-        if let Some(other) = kept.targets.get(&key) {
+        if let Some(other) = watched.targets.get(&key) {
             out.error(
                 w.done,
                 &w.at,
                 format!(
                     "watch \"{}\": {} is already watched by \"{other}\" (defined at {})",
-                    watch.name, watch.target, kept.origins[other]
+                    watch.name, watch.target, watched.origins[other]
                 ),
                 Some("put all checks of one target in one watch, so that only one of them can roll it back".into()),
             );
             return;
         }
-        kept.targets.insert(key, watch.name.clone());
+        watched.targets.insert(key, watch.name.clone());
     }
-    kept.watches.push(watch);
+    watched.watches.push(watch);
 }
 
 fn notify_refs(out: &mut Findings, names: &[Reference], known: &BTreeSet<String>) {
