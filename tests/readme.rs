@@ -8,9 +8,27 @@ fn is_key(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')
 }
 
-/// The keys `src/config/load.rs` asks tables for.
+/// The text of every source file under `dir`, its subdirectories included.
+fn sources_under(dir: &std::path::Path) -> String {
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let mut text = String::new();
+    for p in paths {
+        if p.is_dir() {
+            text.push_str(&sources_under(&p));
+        } else if p.extension().is_some_and(|e| e == "rs") {
+            text.push_str(&std::fs::read_to_string(&p).unwrap());
+        }
+    }
+    text
+}
+
+/// The keys the loader (`src/config/load/`, a file per table) asks tables for.
 fn keys_read_by_the_loader() -> BTreeSet<String> {
-    let src = std::fs::read_to_string("src/config/load.rs").unwrap();
+    let src = sources_under(std::path::Path::new("src/config/load"));
     let mut keys = BTreeSet::new();
     let first_literal = |rest: &str| rest.split('"').next().unwrap_or("").to_owned();
     // get("x"), peek("x"), require(cx, "x"), optional(&mut t, "x", num(cx, "x"

@@ -155,6 +155,8 @@ pub fn did_you_mean<'a>(
 
 #[cfg(test)]
 mod tests {
+    //! Positions as editors count them, and the did-you-mean threshold.
+
     use super::*;
 
     #[test]

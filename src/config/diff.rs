@@ -1,12 +1,26 @@
 //! The pure comparison of two configurations that a reload acts on: which
 //! watches start, stop, restart or keep running (and so keep their state).
+//!
+//! [`ConfigDiff`] is the one diff of a reload: the same value is logged and
+//! applied, so the log says what was done.
 
-use super::Config;
+use std::collections::BTreeMap;
 
-/// What changed between two configurations, by watch name (each list sorted).
+use super::{Config, Watch};
+
+/// What a reload does to the watches, by name (each list sorted): the diff
+/// a reload logs and the one it applies.
+///
+/// A watch is `kept` exactly when its definition, the [`Watch`] with
+/// `[defaults]` applied, is `==` on both sides: where it is written (file,
+/// line, order, comments) is no part of it, and neither are the
+/// `[notifiers.NAME]` and `[prometheus.NAME]` tables it names, so editing
+/// one of those changes no watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConfigDiff {
+    /// New names: the watch starts (from its saved memory, if any).
     pub added: Vec<String>,
+    /// Names no longer defined: the watch's memory is saved and it stops.
     pub removed: Vec<String>,
     /// The definition changed: the watch restarts with a fresh streak.
     pub changed: Vec<String>,
@@ -15,30 +29,72 @@ pub struct ConfigDiff {
     pub kept: Vec<String>,
 }
 
+/// What applying a [`ConfigDiff`] does to one watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchChange {
+    Added,
+    Removed,
+    Changed,
+    Kept,
+}
+
 impl ConfigDiff {
     pub fn is_noop(&self) -> bool {
         self.added.is_empty() && self.removed.is_empty() && self.changed.is_empty()
     }
+
+    /// Every watch of either side with what happens to it, in the order to
+    /// apply: the removed first, so that a watch stops before another may
+    /// start on the target it had (a renamed watch), then the new side's
+    /// watches by name. The definitions to start are the new side's
+    /// ([`Config::watch`] of the configuration the diff was made against).
+    pub fn changes(&self) -> Vec<(&str, WatchChange)> {
+        let mut rest: Vec<(&str, WatchChange)> = [
+            (&self.added, WatchChange::Added),
+            (&self.changed, WatchChange::Changed),
+            (&self.kept, WatchChange::Kept),
+        ]
+        .into_iter()
+        .flat_map(|(names, change)| names.iter().map(move |n| (n.as_str(), change)))
+        .collect();
+        rest.sort_by_key(|(name, _)| *name);
+        self.removed
+            .iter()
+            .map(|n| (n.as_str(), WatchChange::Removed))
+            .chain(rest)
+            .collect()
+    }
 }
 
-/// Compares the watches of two configurations. A watch is kept when its
-/// resolved definition (with `[defaults]` applied) is equal, wherever it is
-/// written; the file and line it is on do not matter.
+/// Compares the watches of two configurations (see [`ConfigDiff`]).
 pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+    diff_watches(&old.watches, &new.watches)
+}
+
+/// Compares two sets of watch definitions, such as the running ones with a
+/// configuration's, when what runs is not a configuration's watches (a
+/// daemon that becomes the leader runs none yet: every watch is added).
+pub fn diff_watches<'a>(
+    old: impl IntoIterator<Item = &'a Watch>,
+    new: impl IntoIterator<Item = &'a Watch>,
+) -> ConfigDiff {
+    fn by_name<'a>(ws: impl IntoIterator<Item = &'a Watch>) -> BTreeMap<&'a str, &'a Watch> {
+        ws.into_iter().map(|w| (w.name.as_str(), w)).collect()
+    }
+    let (old, new) = (by_name(old), by_name(new));
     let mut d = ConfigDiff::default();
-    for w in &new.watches {
-        match old.watch(&w.name) {
-            None => d.added.push(w.name.clone()),
-            Some(o) if o == w => d.kept.push(w.name.clone()),
-            Some(_) => d.changed.push(w.name.clone()),
+    for (name, w) in &new {
+        match old.get(name) {
+            None => d.added.push((*name).to_owned()),
+            Some(o) if o == w => d.kept.push((*name).to_owned()),
+            Some(_) => d.changed.push((*name).to_owned()),
         }
     }
-    for w in &old.watches {
-        if new.watch(&w.name).is_none() {
-            d.removed.push(w.name.clone());
-        }
-    }
-    // `watches` are sorted by name, so the lists are too.
+    d.removed = old
+        .keys()
+        .filter(|name| !new.contains_key(*name))
+        .map(|name| (*name).to_owned())
+        .collect();
     d
 }
 
@@ -67,15 +123,22 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    //! The diff of configurations read from files, as a reload reads them.
+
     use super::*;
     use std::path::Path;
 
     fn config(dir: &Path, watches: &str) -> Config {
+        config_with(dir, "", watches)
+    }
+
+    /// `daemon` is added to `[daemon]`; `rest` follows `[defaults]`.
+    fn config_with(dir: &Path, daemon: &str, rest: &str) -> Config {
         let main = dir.join("rollbackd.toml");
         std::fs::write(
             &main,
             format!(
-                "[daemon]\nstate_dir = \"{}\"\n[notifiers.n]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/x\"\n[defaults]\nnotify = [\"n\"]\n{watches}",
+                "[daemon]\nstate_dir = \"{}\"\n{daemon}\n[notifiers.n]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:1/x\"\n[defaults]\nnotify = [\"n\"]\n{rest}",
                 dir.join("state").display()
             ),
         )
@@ -119,6 +182,76 @@ mod tests {
             &A.replace("[[watch]]", "[[watch]]\ninterval = \"5s\""),
         );
         assert_eq!(diff(&old, &new).changed, ["a"]);
+    }
+
+    #[test]
+    fn a_watch_moved_to_another_file_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = config(dir.path(), &format!("{A}{B}"));
+        std::fs::create_dir(dir.path().join("w")).unwrap();
+        std::fs::write(dir.path().join("w/a.toml"), A).unwrap();
+        let new = config_with(dir.path(), "watches = [\"w\"]", B);
+        assert_ne!(old.origins["a"], new.origins["a"]);
+        let d = diff(&old, &new);
+        assert_eq!(d.kept, ["a", "b"]);
+        assert!(d.is_noop());
+    }
+
+    #[test]
+    fn editing_a_notifier_or_a_source_that_a_watch_names_changes_no_watch() {
+        let dir = tempfile::tempdir().unwrap();
+        let with = |port: u16| {
+            let check = "[[watch.prometheus]]\nname = \"q\"\nquery = \"up\"\nmax = 1\n";
+            config(
+                dir.path(),
+                &format!(
+                    "[notifiers.m]\ntype = \"webhook\"\nurl = \"http://127.0.0.1:{port}/m\"\n\
+                     [prometheus.default]\nurl = \"http://127.0.0.1:{port}\"\n\
+                     {}{check}",
+                    A.replace(
+                        "[[watch.health]]",
+                        "notify = [\"n\", \"m\"]\n[[watch.health]]"
+                    )
+                ),
+            )
+        };
+        let (old, new) = (with(9090), with(9091));
+        assert_ne!(old.notifiers, new.notifiers);
+        assert_ne!(old.prometheus, new.prometheus);
+        assert_eq!(diff(&old, &new).kept, ["a"]);
+    }
+
+    #[test]
+    fn changes_come_removed_first_then_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let z = B.replace("name = \"b\"", "name = \"z\"");
+        let old = config(dir.path(), &format!("{z}{B}"));
+        let changed_b = B.replace("127.0.0.1:2/", "127.0.0.1:3/");
+        let new = config(dir.path(), &format!("{A}{changed_b}"));
+        let d = diff(&old, &new);
+        assert_eq!(
+            d.changes(),
+            [
+                ("z", WatchChange::Removed),
+                ("a", WatchChange::Added),
+                ("b", WatchChange::Changed),
+            ]
+        );
+        let same = diff(&new, &new);
+        assert_eq!(
+            same.changes(),
+            [("a", WatchChange::Kept), ("b", WatchChange::Kept)]
+        );
+    }
+
+    #[test]
+    fn against_no_running_watch_every_watch_is_added() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = config(dir.path(), &format!("{B}{A}"));
+        let d = diff_watches([], &c.watches);
+        assert_eq!(d.added, ["a", "b"]);
+        assert!(d.removed.is_empty() && d.changed.is_empty() && d.kept.is_empty());
+        assert_eq!(diff_watches(&c.watches, &c.watches), diff(&c, &c));
     }
 
     #[test]

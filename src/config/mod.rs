@@ -4,8 +4,8 @@
 //! Reading is all-or-nothing: [`load`] returns either a whole [`Config`] or
 //! every error found, each located as `FILE:LINE:COLUMN`. Secrets are held in
 //! [`Secret`] and collected in [`Config::secrets`] for redaction. [`diff`]
-//! compares two configurations purely, so a reload keeps the watches whose
-//! definition did not change.
+//! compares two configurations purely; its [`ConfigDiff`] is what a reload
+//! logs and applies, keeping the watches whose definition did not change.
 
 mod diag;
 mod diff;
@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use diag::{ConfigErrors, Diagnostic, Location, Severity, SourceFile, did_you_mean};
-pub use diff::{ConfigDiff, diff, restart_required};
+pub use diff::{ConfigDiff, WatchChange, diff, diff_watches, restart_required};
 pub use load::{DEFAULT_CONFIG_PATH, load, load_with_env, log_level_problem};
 pub use reader::EnvLookup;
 pub use secret::{REDACTED, Redactor, Secret, SecretSet};

@@ -31,6 +31,13 @@ pub(crate) enum Sensitivity {
     Secret,
 }
 
+/// A place in the order diagnostics were found in: the number found before.
+/// A check made after reading files its diagnostic at the `Found` of what it
+/// is about, as if it had been reported while that was read (see
+/// `load::rules`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Found(pub(crate) usize);
+
 /// The reading context of one file: where errors go and where secrets are kept.
 pub(crate) struct Ctx<'s> {
     pub file: &'s SourceFile,
@@ -43,6 +50,11 @@ pub(crate) struct Ctx<'s> {
 impl Ctx<'_> {
     pub fn loc(&self, span: &Range<usize>) -> Location {
         self.file.location(span)
+    }
+
+    /// Where the reading is now, in the order diagnostics are found in.
+    pub fn found(&self) -> Found {
+        Found(self.diags.len())
     }
 
     pub fn error(&mut self, span: &Range<usize>, message: impl Into<String>) {
