@@ -17,7 +17,7 @@ use super::{Control, DaemonState, systemd, watcher};
 use crate::api::{ReloadRecord, WatchAction};
 use crate::check::Connections;
 use crate::clock::rfc3339;
-use crate::config::{self, Config, ConfigDiff, Watch};
+use crate::config::{self, Config, ConfigDiff, Watch, WatchChange};
 use crate::engine::JournalSummary;
 use crate::metrics::{KindLabel, ResultLabel, StateLabel};
 use crate::runner::{Inbox, Msg, Runner, Services, Stop};
@@ -214,19 +214,20 @@ impl Supervisor {
         if !self.state.is_leader() {
             return;
         }
-        for name in &diff.removed {
-            self.retire(
-                name,
-                "removed while a rollback was in progress; it resumes if the watch comes back",
-            );
-        }
-        for name in diff.changed.iter().chain(&diff.added) {
-            let Some(def) = cfg.watch(name) else { continue };
-            match self.runners.get_mut(name) {
-                Some(r) => {
-                    r.inbox.send(Msg::Redefine(Arc::new(def.clone())));
+        for (name, change) in diff.changes() {
+            match change {
+                WatchChange::Removed => self.retire(
+                    name,
+                    "removed while a rollback was in progress; it resumes if the watch comes back",
+                ),
+                WatchChange::Added | WatchChange::Changed => {
+                    let Some(def) = cfg.watch(name) else { continue };
+                    match self.runners.get(name) {
+                        Some(r) => r.inbox.send(Msg::Redefine(Arc::new(def.clone()))),
+                        None => self.add(def).await,
+                    }
                 }
-                None => self.add(def).await,
+                WatchChange::Kept => {}
             }
         }
     }
