@@ -284,7 +284,14 @@ impl Runner {
     }
 
     /// Drives the watch until told to stop.
-    pub async fn run(mut self, journal: JournalSummary, inbox: Inbox, stop: Stop) {
+    // Not an `async fn`: its arguments would be kept in the future beside
+    // the copies the loop moves them into, for every watch's whole life.
+    pub fn run(
+        mut self,
+        journal: JournalSummary,
+        inbox: Inbox,
+        stop: Stop,
+    ) -> impl Future<Output = ()> + Send {
         let span = tracing::info_span!("watch", watch = %self.def.name, target = %self.def.target);
         async move {
             let mut fx = VecDeque::new();
@@ -385,7 +392,6 @@ impl Runner {
             self.publish();
         }
         .instrument(span)
-        .await
     }
 
     /// When the engine next wants a tick, on the runtime's clock.
