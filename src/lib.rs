@@ -4,13 +4,11 @@
 //! # Layout
 //!
 //! - [`engine`]: the pure decision core, one state machine per watch: no
-//!   I/O, no clock (SPEC §4 as unit tests).
+//!   I/O, no clock (the README's "How it decides" as unit tests).
 //! - [`check`]: the adapters that observe: HTTP health, Prometheus,
 //!   Alertmanager alerts.
 //! - [`rollback`]: the adapters that act: Kubernetes undo and rollout status
 //!   with kubectl's rules, command targets.
-//! - [`sim`]: the project's Kubernetes API simulator, for the tests and
-//!   `rollbackd demo`.
 //! - [`clock`]: wall-clock time for the adapters and the supervisor.
 //! - [`config`]: the TOML files read into a validated [`config::Config`]
 //!   (every error located as `FILE:LINE:COLUMN`), secrets kept out of sight,
@@ -29,6 +27,10 @@
 //!
 //! Data flows one way: configuration, then the scheduler, checks and the
 //! decision engine, then the effects (rollback, notification, journal).
+//!
+//! The project's Kubernetes API simulator, which the tests and
+//! `rollbackd demo` run against, is a crate of its own: [`kubesim`]
+//! (`crates/kubesim`).
 
 pub mod check;
 pub mod cli;
@@ -38,6 +40,5 @@ pub mod daemon;
 pub mod engine;
 pub mod notify;
 pub mod rollback;
-pub mod sim;
 pub mod store;
 pub mod telemetry;

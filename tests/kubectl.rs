@@ -5,7 +5,7 @@ use std::process::Command;
 
 mod support;
 
-use rollbackd::sim::Simulator;
+use kubesim::Simulator;
 
 struct Lab {
     sim: Simulator,

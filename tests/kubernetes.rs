@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rollbackd::sim::Simulator;
+use kubesim::Simulator;
 use support::{Daemon, Prometheus, journal, wait_until};
 
 struct Lab {

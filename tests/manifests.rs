@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use rollbackd::sim::cluster::Access;
+use kubesim::cluster::Access;
 use serde_json::Value;
 use support::{Daemon, command, journal, wait_until};
 

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use rollbackd::sim::Simulator;
+use kubesim::Simulator;
 use support::{http_get, simulator as start, wait_until};
 
 #[test]

@@ -15,13 +15,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rollbackd");
 
 /// The project's Kubernetes API simulator, served by a runtime of its own
 /// that the caller keeps alive as long as the simulator.
-pub fn simulator() -> (rollbackd::sim::Simulator, tokio::runtime::Runtime) {
+pub fn simulator() -> (kubesim::Simulator, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let sim = rt.block_on(rollbackd::sim::Simulator::start()).unwrap();
+    let sim = rt.block_on(kubesim::Simulator::start()).unwrap();
     (sim, rt)
 }
 

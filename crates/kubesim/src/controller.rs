@@ -1123,7 +1123,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::cluster::CHANGE_CAUSE;
+    use crate::cluster::CHANGE_CAUSE;
 
     /// Runs the controllers, as the simulator does, until `done` holds.
     fn settle(c: &Cluster, done: impl Fn(&Cluster) -> bool) {
