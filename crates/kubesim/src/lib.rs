@@ -1,7 +1,8 @@
 //! A Kubernetes API simulator owned by the project: enough of an API server
 //! and of the controllers behind it for rollbackd's tests and its demo,
-//! proven against the real `kubectl` (`tests/kubectl.rs`) and kube-rs
-//! clients (`tests/simulator.rs`). It runs on loopback, in-process.
+//! proven against the real `kubectl` and kube-rs clients by the workspace's
+//! `tests/it/kubectl.rs` and `tests/it/simulator.rs`. It runs on loopback,
+//! in-process.
 //!
 //! # Layout
 //! - [`resources`]: the served resources (group, kind, short names, verbs)

@@ -5,14 +5,12 @@
 //! password and `kill -9` lose nothing and send nothing twice; no secret
 //! appears in a log line, report, outbox file or `/status`.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::receivers::{self, Smtp, mail_header};
-use support::{Daemon, HealthServer, free_port, wait_until};
+use crate::support::receivers::{self, Smtp, mail_header};
+use crate::support::{self, Daemon, HealthServer, free_port, wait_until};
 
 const SLACK_SECRET: &str = "slack-secret-AAAA";
 const HOOK_SECRET: &str = "hook-url-secret-BBBB";

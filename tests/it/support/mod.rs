@@ -1,6 +1,5 @@
 //! Drives the real `rollbackd` binary for end-to-end tests: starts it on a
 //! free port, collects its JSON log lines, and talks HTTP to it.
-#![allow(dead_code)]
 
 pub mod receivers;
 

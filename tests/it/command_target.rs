@@ -3,12 +3,10 @@
 //! deploy command. The "deploy tool" here is a shell one-liner over a
 //! VERSION file, and the endpoint fails while VERSION says "v2".
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::{Daemon, HealthServer, wait_until};
+use crate::support::{self, Daemon, HealthServer, wait_until};
 
 struct Host {
     dir: tempfile::TempDir,
