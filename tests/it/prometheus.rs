@@ -107,10 +107,7 @@ impl Host {
     }
 
     fn marker_lines(&self, marker: &str) -> usize {
-        std::fs::read_to_string(self.path(marker))
-            .unwrap_or_default()
-            .lines()
-            .count()
+        support::line_count(&self.path(marker))
     }
 }
 

@@ -310,6 +310,30 @@ pub fn events(state_dir: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The first watch in the daemon's `/status`.
+pub fn watch_status(d: &Daemon) -> serde_json::Value {
+    d.status()["watches"][0].clone()
+}
+
+/// How many lines a file has (none if it does not exist): how many times
+/// a command that appends a line to it ran.
+pub fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// The `date +%s%N` stamps a command appended to a file, one a line, in
+/// the clock of [`epoch_nanos`].
+pub fn timestamps(path: &Path) -> Vec<u128> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
 /// Nanoseconds since the epoch, the same clock as `date +%s%N`.
 pub fn epoch_nanos() -> u128 {
     std::time::SystemTime::now()
