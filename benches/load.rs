@@ -10,7 +10,9 @@
 //!
 //! `cargo test` builds this file but runs nothing: it is a benchmark.
 
-#[path = "../tests/support/mod.rs"]
+// The integration tests' helpers; the benchmark needs only a few of them.
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
 mod support;
 
 use std::time::{Duration, Instant};

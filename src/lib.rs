@@ -33,8 +33,6 @@
 //! - [`metrics`]: the metrics, in OpenMetrics text at `/metrics`.
 //! - [`clock`]: wall-clock time and its RFC 3339 forms, for the drivers
 //!   and adapters (the engine is handed `now`).
-//! - [`sim`]: the project's Kubernetes API simulator, for the tests and
-//!   `rollbackd demo`.
 //! - [`telemetry`]: logging through `tracing`, text or JSON, with secrets
 //!   scrubbed from every line.
 //! - [`cli`]: the command line (`run`, `check`, `notify-test`, `demo`), one
@@ -43,6 +41,10 @@
 //! Data flows one way: configuration, then the runner's checks and the
 //! decision engine, then the effects (journal, notification, rollback),
 //! whose answers go back into the engine.
+//!
+//! The project's Kubernetes API simulator, which the tests and
+//! `rollbackd demo` run against, is a crate of its own: [`kubesim`]
+//! (`crates/kubesim`).
 
 pub mod api;
 pub mod check;
@@ -55,6 +57,5 @@ pub mod metrics;
 pub mod notify;
 pub mod rollback;
 pub mod runner;
-pub mod sim;
 pub mod store;
 pub mod telemetry;

@@ -8,13 +8,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use kubesim::Simulator;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::{Exit, Global};
 use crate::clock::now_ms;
 use crate::config::{self, LogFormat, Redactor};
-use crate::sim::Simulator;
 use crate::telemetry::{Overrides, Telemetry};
 
 const NAMESPACE: &str = "shop";
@@ -334,7 +334,7 @@ fn evaluation_count(metrics: &str) -> u64 {
 }
 
 /// `kubectl rollout history`, as the simulated cluster would print it.
-fn rollout_history(cluster: &crate::sim::Cluster) -> String {
+fn rollout_history(cluster: &kubesim::Cluster) -> String {
     let (sets, _) = cluster.list("replicasets", NAMESPACE, Some("app=web"), None);
     let mut rows: Vec<(i64, String, String)> = sets
         .iter()
@@ -451,7 +451,7 @@ impl Story {
         }
     }
 
-    fn api_change(&mut self, n: &Narrator, ev: &crate::sim::cluster::Event) {
+    fn api_change(&mut self, n: &Narrator, ev: &kubesim::cluster::Event) {
         if ev.resource != "deployments" || ev.kind != "MODIFIED" {
             return;
         }

@@ -199,7 +199,7 @@ mod tests {
     use super::*;
 
     /// Slack's rules for the blocks rollbackd sends (the same the test
-    /// receiver in `tests/support/slack.rs` enforces).
+    /// receiver in `tests/it/support/receivers.rs` enforces).
     fn assert_valid(p: &Value) {
         assert!(
             p["text"].as_str().is_some_and(|t| !t.is_empty()),

@@ -3,7 +3,7 @@
 //! an `expected` file holding exactly what `rollbackd check` must print, one
 //! `FILE:LINE:COLUMN: message` per line.
 //!
-//! `UPDATE_EXPECT=1 cargo test --test config_corpus` rewrites the `expected`
+//! `UPDATE_EXPECT=1 cargo test --test it config_corpus::` rewrites the `expected`
 //! files; review the diff before committing it.
 
 use std::path::{Path, PathBuf};

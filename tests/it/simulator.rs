@@ -3,12 +3,11 @@
 //! clients rely on (a watcher across dropped watches, leader election's
 //! Lease calls, 410 Gone and bookmarks).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
-use rollbackd::sim::Simulator;
-use support::{http_get, simulator as start, wait_until};
+use kubesim::Simulator;
+
+use crate::support::{http_get, simulator as start, wait_until};
 
 #[test]
 fn the_application_side_follows_the_image_that_serves_traffic() {

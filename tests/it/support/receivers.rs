@@ -9,7 +9,7 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -18,8 +18,6 @@ use serde_json::Value;
 pub struct Received {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// Milliseconds since the epoch.
-    pub at: u128,
     pub status: u16,
     pub answer: String,
 }
@@ -68,14 +66,9 @@ impl Server {
                     continue;
                 };
                 let (status, answer) = handler(&headers, &body);
-                let at = SystemTime::now()
-                    .duration_since(SystemTime::UNIX_EPOCH)
-                    .unwrap()
-                    .as_millis();
                 seen.lock().unwrap().push(Received {
                     headers,
                     body,
-                    at,
                     status,
                     answer: answer.clone(),
                 });
@@ -373,7 +366,6 @@ const PYTHON: &str = "/usr/bin/python3";
 /// requiring AUTH as `user`/`password`, writing each message it accepts to
 /// `maildir` as a `.eml` file. Fails the test if aiosmtpd is missing.
 pub struct Smtp {
-    pub port: u16,
     pub maildir: PathBuf,
     _peer: super::Peer,
 }
@@ -417,7 +409,6 @@ impl Smtp {
         });
         assert!(up, "the SMTP server did not start on port {port}");
         Smtp {
-            port,
             maildir: maildir.to_path_buf(),
             _peer: peer,
         }

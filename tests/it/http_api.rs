@@ -1,11 +1,9 @@
 //! The HTTP endpoint's POST side: the Alertmanager webhook's validation and
 //! limits, bearer-token authentication, and the per-watch controls.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, Scratch, http_post};
+use crate::support::{self, Daemon, Scratch, http_post};
 
 fn payload(status: &str) -> String {
     format!(

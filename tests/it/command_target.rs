@@ -3,12 +3,10 @@
 //! deploy command. The "deploy tool" here is a shell one-liner over a
 //! VERSION file, and the endpoint fails while VERSION says "v2".
 
-mod support;
-
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use support::{Daemon, HealthServer, wait_until};
+use crate::support::{self, Daemon, HealthServer, line_count, wait_until, watch_status};
 
 struct Host {
     dir: tempfile::TempDir,
@@ -94,16 +92,8 @@ timeout = "90ms"
     }
 
     fn rollbacks(&self) -> Vec<u128> {
-        std::fs::read_to_string(self.path("ROLLBACKS"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        support::timestamps(&self.path("ROLLBACKS"))
     }
-}
-
-fn watch_status(d: &Daemon) -> serde_json::Value {
-    d.status()["watches"][0].clone()
 }
 
 fn bad_v2(version: &str, _: u64) -> u16 {
@@ -117,13 +107,6 @@ fn wait_for_revision(d: &Daemon, rev: &str) {
         "revision {rev} never observed; logs:\n{}",
         d.logs().join("\n")
     );
-}
-
-fn count(path: &Path) -> usize {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .count()
 }
 
 #[test]
@@ -373,7 +356,7 @@ fn kill_9_during_the_rollback_resumes_without_running_it_again() {
         events.contains(&"rollback_resumed".to_owned()),
         "{events:?}"
     );
-    assert_eq!(count(&host.path("ROLLBACK.log")), 1);
+    assert_eq!(line_count(&host.path("ROLLBACK.log")), 1);
 }
 
 #[test]

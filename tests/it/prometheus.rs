@@ -1,15 +1,13 @@
 //! Prometheus checks against a real Prometheus (the Debian package) that
 //! scrapes test exporters whose error rate each test controls. One
-//! Prometheus serves the whole file: its first scrape takes ~6 s.
-
-mod support;
+//! Prometheus serves the whole module: its first scrape takes ~6 s.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use support::{Daemon, Exporter, Prometheus, wait_until};
+use crate::support::{self, Daemon, Exporter, Prometheus, wait_until};
 
 type VersionFile = Arc<Mutex<Option<PathBuf>>>;
 
@@ -109,10 +107,7 @@ impl Host {
     }
 
     fn marker_lines(&self, marker: &str) -> usize {
-        std::fs::read_to_string(self.path(marker))
-            .unwrap_or_default()
-            .lines()
-            .count()
+        support::line_count(&self.path(marker))
     }
 }
 

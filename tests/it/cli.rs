@@ -1,12 +1,10 @@
 //! The command line as an operator meets it: the shipped examples validate,
-//! exit codes follow SPEC §2, every subcommand's help has an example, and the
-//! shipped systemd unit passes systemd's own checks.
-
-mod support;
+//! exit codes follow the README's "Exit codes", every subcommand's help has
+//! an example, and the shipped systemd unit passes systemd's own checks.
 
 use std::process::Output;
 
-use support::command;
+use crate::support::{self, command};
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut cmd = command(args);

@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use super::cluster::{
+use crate::cluster::{
     CONTROLLER_REVISION_HASH, Cluster, DESIRED_REPLICAS, HASH_LABEL, Key, MAX_REPLICAS, PodLife,
     READY_AFTER, REVISION, REVISION_HISTORY, STS_REVISION_HASH, State, degraded, fnv1_32, images,
     key_of, never_ready, normalize, now_rfc3339, revision_data, revision_of, safe_encode,
     sts_revision_hash, template_hash,
 };
-use super::resources::{
+use crate::resources::{
     CONTROLLERREVISIONS, DAEMONSETS, DEPLOYMENTS, EVENTS, Kind, PODS, REPLICASETS, STATEFULSETS,
 };
 
@@ -1123,7 +1123,7 @@ impl Cluster {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::cluster::CHANGE_CAUSE;
+    use crate::cluster::CHANGE_CAUSE;
 
     /// Runs the controllers, as the simulator does, until `done` holds.
     fn settle(c: &Cluster, done: impl Fn(&Cluster) -> bool) {
@@ -1575,7 +1575,7 @@ mod tests {
         c.create_statefulset("shop", "db", "img:bad", 2).unwrap();
         c.create_daemonset("shop", "agent", "img:v1").unwrap();
         c.create(
-            &super::super::resources::LEASES,
+            &crate::resources::LEASES,
             "shop",
             json!({"metadata": {"name": "leader"}, "spec": {"holderIdentity": "a", "leaseDurationSeconds": 15,
                    "renewTime": "2026-01-01T00:00:00.000000Z", "leaseTransitions": 0}}),

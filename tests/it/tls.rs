@@ -1,11 +1,9 @@
 //! Health checks over TLS: a private CA given as `ca_file` is trusted, and
 //! the same endpoint without it fails on the certificate, as it must.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, spawn_peer, wait_until};
+use crate::support::{self, Daemon, spawn_peer, wait_until};
 
 #[test]
 fn a_ca_file_makes_a_private_certificate_trusted() {

@@ -1,20 +1,27 @@
 //! A Kubernetes API simulator owned by the project: enough of an API server
 //! and of the controllers behind it for rollbackd's tests and its demo,
-//! proven against the real `kubectl` (`tests/kubectl.rs`) and kube-rs
-//! clients (`tests/simulator.rs`). It runs on loopback, in-process.
+//! proven against the real `kubectl` and kube-rs clients by the workspace's
+//! `tests/it/kubectl.rs` and `tests/it/simulator.rs`. It runs on loopback,
+//! in-process.
 //!
 //! # Layout
-//! - `resources`: the served resources (group, kind, short names, verbs),
-//!   discovery documents, label and field selectors.
-//! - `cluster`: the store and the API verbs (get, list, watch, create,
+//! - [`resources`]: the served resources (group, kind, short names, verbs)
+//!   and the discovery documents; it uses nothing else of the crate.
+//! - [`error`]: the API errors, rendered as `Status` objects.
+//! - [`selector`]: label and field selectors.
+//! - [`cluster`]: the store and the API verbs (get, list, watch, create,
 //!   update, patch, delete, dry-run, conflicts), server defaults and
 //!   validation, the bounded event history watches resume from, and the
 //!   helpers tests and the demo drive it with.
-//! - `controller`: the Deployment, ReplicaSet, StatefulSet and DaemonSet
+//! - [`controller`]: the Deployment, ReplicaSet, StatefulSet and DaemonSet
 //!   controllers, the kubelet (pod readiness by image), events, and the
 //!   application side's traffic.
-//! - `api`: the HTTP surface; `table`: server-side printing for
-//!   `kubectl get`; `patch`: JSON, merge and strategic merge patches.
+//! - [`api`]: the HTTP surface; [`table`]: server-side printing for
+//!   `kubectl get`; [`patch`]: JSON, merge and strategic merge patches.
+//!
+//! Dependencies between the modules go one way, in that order: `resources`,
+//! then `error`, `selector`, `patch`, then `cluster`, `controller`, `table`,
+//! and `api` on top.
 //!
 //! # Timing
 //! The controllers run on a tick (every 50 ms under [`Simulator`], or
@@ -82,8 +89,10 @@
 pub mod api;
 pub mod cluster;
 pub mod controller;
+pub mod error;
 pub mod patch;
 pub mod resources;
+pub mod selector;
 pub mod table;
 
 use std::net::SocketAddr;

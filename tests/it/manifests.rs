@@ -6,15 +6,14 @@
 //! releases its Lease (the simulator records each request as an API
 //! server's authorizer sees it).
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
-use rollbackd::sim::cluster::Access;
+use kubesim::cluster::Access;
 use serde_json::Value;
-use support::{Daemon, command, journal, wait_until};
+
+use crate::support::{self, Daemon, command, journal, wait_until};
 
 const MANIFEST: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),

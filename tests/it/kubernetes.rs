@@ -3,14 +3,13 @@
 //! rollout undo` would, and the real `kubectl` then shows the history a
 //! kubectl undo would have left.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use rollbackd::sim::Simulator;
-use support::{Daemon, Prometheus, journal, wait_until};
+use kubesim::Simulator;
+
+use crate::support::{self, Daemon, Prometheus, journal, wait_until};
 
 struct Lab {
     sim: Simulator,

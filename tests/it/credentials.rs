@@ -1,11 +1,9 @@
 //! Credentials reach the servers they are for: a Prometheus source's bearer
 //! token or basic auth and headers, and a health check's headers.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, Recorder, wait_until};
+use crate::support::{Daemon, Recorder, wait_until};
 
 const ANSWER: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.01"]}]}}"#;
 

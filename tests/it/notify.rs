@@ -5,14 +5,12 @@
 //! password and `kill -9` lose nothing and send nothing twice; no secret
 //! appears in a log line, report, outbox file or `/status`.
 
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::receivers::{self, Smtp, mail_header};
-use support::{Daemon, HealthServer, free_port, wait_until};
+use crate::support::receivers::{self, Smtp, mail_header};
+use crate::support::{self, Daemon, HealthServer, free_port, wait_until, watch_status};
 
 const SLACK_SECRET: &str = "slack-secret-AAAA";
 const HOOK_SECRET: &str = "hook-url-secret-BBBB";
@@ -193,11 +191,7 @@ timeout = "150ms"
     }
 
     fn rollbacks(&self) -> Vec<u128> {
-        std::fs::read_to_string(self.path("ROLLBACKS"))
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
+        support::timestamps(&self.path("ROLLBACKS"))
     }
 
     fn outbox(&self) -> Vec<PathBuf> {
@@ -227,10 +221,6 @@ fn files(dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default();
     v.sort();
     v
-}
-
-fn watch_status(d: &Daemon) -> serde_json::Value {
-    d.status()["watches"][0].clone()
 }
 
 /// Deploys the bad v2 and waits for its rollback to recover; returns how

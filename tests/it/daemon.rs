@@ -2,12 +2,10 @@
 //! hot reload through file events and SIGHUP, signals, the state directory
 //! lock and the systemd notify protocol.
 
-mod support;
-
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use support::{Daemon, Scratch, wait_until};
+use crate::support::{self, Daemon, Scratch, wait_until};
 
 fn started(s: &Scratch) -> Daemon {
     let d = Daemon::start(&s.main(), &[]);

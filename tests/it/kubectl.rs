@@ -3,9 +3,9 @@
 
 use std::process::Command;
 
-mod support;
+use kubesim::Simulator;
 
-use rollbackd::sim::Simulator;
+use crate::support;
 
 struct Lab {
     sim: Simulator,

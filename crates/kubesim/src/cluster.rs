@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value, json};
 use tokio::sync::broadcast;
 
-use super::resources::{
-    self, DAEMONSETS, DEPLOYMENTS, FieldSelector, Kind, LabelSelector, REPLICASETS, STATEFULSETS,
-};
+use crate::error::ApiError;
+use crate::resources::{self, DAEMONSETS, DEPLOYMENTS, Kind, REPLICASETS, STATEFULSETS};
+use crate::selector::{FieldSelector, LabelSelector};
 
 /// How long a good new pod takes to become ready.
 pub const READY_AFTER: Duration = Duration::from_millis(300);
@@ -37,91 +37,6 @@ pub const STS_REVISION_HASH: &str = "controller.kubernetes.io/hash";
 /// How many changes the event history keeps for resuming watches; older
 /// resourceVersions are answered with 410 Gone.
 pub const HISTORY_LIMIT: usize = 4096;
-
-/// An API error, rendered as a `Status` object.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ApiError {
-    pub code: u16,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl ApiError {
-    pub fn not_found(kind: &str, name: &str) -> Self {
-        Self {
-            code: 404,
-            reason: "NotFound",
-            message: format!("{kind} \"{name}\" not found"),
-        }
-    }
-
-    pub fn bad_request(message: String) -> Self {
-        Self {
-            code: 400,
-            reason: "BadRequest",
-            message,
-        }
-    }
-
-    pub fn conflict(kind: &Kind, name: &str) -> Self {
-        Self {
-            code: 409,
-            reason: "Conflict",
-            message: format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                kind.qualified()
-            ),
-        }
-    }
-
-    pub fn already_exists(kind: &Kind, name: &str) -> Self {
-        Self {
-            code: 409,
-            reason: "AlreadyExists",
-            message: format!("{} \"{name}\" already exists", kind.qualified()),
-        }
-    }
-
-    /// A 422, worded as the API server words field errors.
-    pub fn invalid(kind: &Kind, name: &str, errors: &[String]) -> Self {
-        let what = if kind.group.is_empty() {
-            kind.kind.to_owned()
-        } else {
-            format!("{}.{}", kind.kind, kind.group)
-        };
-        let list = if errors.len() == 1 {
-            errors[0].clone()
-        } else {
-            format!("[{}]", errors.join(", "))
-        };
-        Self {
-            code: 422,
-            reason: "Invalid",
-            message: format!("{what} \"{name}\" is invalid: {list}"),
-        }
-    }
-
-    pub fn gone(requested: u64, oldest: u64) -> Self {
-        Self {
-            code: 410,
-            reason: "Expired",
-            message: format!("too old resource version: {requested} ({oldest})"),
-        }
-    }
-
-    pub fn internal() -> Self {
-        Self {
-            code: 500,
-            reason: "InternalError",
-            message: "the simulator's state is unavailable".into(),
-        }
-    }
-
-    pub fn status(&self) -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-               "message": self.message, "reason": self.reason, "code": self.code})
-    }
-}
 
 /// A change, for watches.
 #[derive(Debug, Clone)]
@@ -1056,8 +971,8 @@ impl Cluster {
             .cloned()
             .ok_or_else(|| ApiError::not_found(&kind.qualified(), name))?;
         let mut next = current.clone();
-        super::patch::apply(&mut next, content_type, body).map_err(|e| match e {
-            super::patch::PatchError::Type(t) => ApiError {
+        crate::patch::apply(&mut next, content_type, body).map_err(|e| match e {
+            crate::patch::PatchError::Type(t) => ApiError {
                 code: 415,
                 reason: "UnsupportedMediaType",
                 message: format!("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json (got {t:?})"),
@@ -1151,7 +1066,7 @@ impl Cluster {
         let incoming = match content_type {
             Some(ct) => {
                 let mut next = current.clone();
-                super::patch::apply(&mut next, ct, body).map_err(|e| ApiError {
+                crate::patch::apply(&mut next, ct, body).map_err(|e| ApiError {
                     code: 422,
                     reason: "Invalid",
                     message: e.to_string(),

@@ -20,9 +20,11 @@ use axum::routing::{any, get};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
-use super::cluster::{ApiError, Cluster, Event};
-use super::resources::{self, FieldSelector, Kind, LabelSelector};
-use super::table;
+use crate::cluster::{Cluster, Event};
+use crate::error::ApiError;
+use crate::resources::{self, Kind};
+use crate::selector::{FieldSelector, LabelSelector};
+use crate::table;
 
 const DISCOVERY: &str = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
@@ -116,7 +118,7 @@ async fn faults(
     }
     let uri = req.uri();
     if let Some(a) =
-        super::cluster::Access::of(req.method().as_str(), uri.path(), uri.query().unwrap_or(""))
+        crate::cluster::Access::of(req.method().as_str(), uri.path(), uri.query().unwrap_or(""))
         && let Ok(mut audit) = c.audit.lock()
     {
         audit.insert(a);
@@ -487,7 +489,7 @@ async fn subresource(
                 }),
                 Method::PATCH => c.read(kind, &ns, &name).and_then(|o| {
                     let mut scale = scale_of(&o);
-                    super::patch::apply(&mut scale, &content_type(&headers), &body)
+                    crate::patch::apply(&mut scale, &content_type(&headers), &body)
                         .map_err(|e| ApiError::invalid(kind, &name, &[e.to_string()]))?;
                     let expected = scale["metadata"]["resourceVersion"]
                         .as_str()

@@ -5,8 +5,9 @@
 
 use serde_json::{Value, json};
 
-use super::cluster::partial_metadata;
-use super::resources::{Kind, LabelSelector};
+use crate::cluster::partial_metadata;
+use crate::resources::Kind;
+use crate::selector::LabelSelector;
 
 /// kubectl's short ages (`duration.HumanDuration`): 45s, 3m20s, 5h, 2d.
 pub fn human_age(seconds: i64) -> String {

@@ -1,11 +1,9 @@
 //! Secrets given through `${ENV}` or `*_file` never appear in `check` output,
 //! error messages, log lines (at any level), `/status` or `/metrics`.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, Scratch, wait_until};
+use crate::support::{self, Daemon, Scratch, wait_until};
 
 const SLACK_URL: &str = "https://hooks.slack.test/services/T1/B1/slack-secret-AAAA";
 const PROM_TOKEN: &str = "prom-bearer-secret-BBBB";

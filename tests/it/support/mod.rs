@@ -1,6 +1,5 @@
 //! Drives the real `rollbackd` binary for end-to-end tests: starts it on a
 //! free port, collects its JSON log lines, and talks HTTP to it.
-#![allow(dead_code)]
 
 pub mod receivers;
 
@@ -15,13 +14,13 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_rollbackd");
 
 /// The project's Kubernetes API simulator, served by a runtime of its own
 /// that the caller keeps alive as long as the simulator.
-pub fn simulator() -> (rollbackd::sim::Simulator, tokio::runtime::Runtime) {
+pub fn simulator() -> (kubesim::Simulator, tokio::runtime::Runtime) {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let sim = rt.block_on(rollbackd::sim::Simulator::start()).unwrap();
+    let sim = rt.block_on(kubesim::Simulator::start()).unwrap();
     (sim, rt)
 }
 
@@ -308,6 +307,30 @@ pub fn events(state_dir: &Path) -> Vec<String> {
     journal(state_dir)
         .iter()
         .map(|r| r["event"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
+/// The first watch in the daemon's `/status`.
+pub fn watch_status(d: &Daemon) -> serde_json::Value {
+    d.status()["watches"][0].clone()
+}
+
+/// How many lines a file has (none if it does not exist): how many times
+/// a command that appends a line to it ran.
+pub fn line_count(path: &Path) -> usize {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .count()
+}
+
+/// The `date +%s%N` stamps a command appended to a file, one a line, in
+/// the clock of [`epoch_nanos`].
+pub fn timestamps(path: &Path) -> Vec<u128> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
         .collect()
 }
 

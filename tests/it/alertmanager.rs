@@ -2,11 +2,9 @@
 //! to the daemon's `/alertmanager` webhook: a firing matching alert rolls the
 //! target back; its resolution clears the check.
 
-mod support;
-
 use std::time::Duration;
 
-use support::{Daemon, http_post, spawn_peer, wait_until};
+use crate::support::{self, Daemon, http_post, spawn_peer, wait_until};
 
 fn rfc3339(offset_secs: i64) -> String {
     let now = std::time::SystemTime::now()

@@ -1,9 +1,9 @@
 //! `rollbackd demo`, as a newcomer runs it: no cluster, no network, no
 //! configuration; the whole loop told in the terminal; exit 0.
 
-mod support;
-
 use std::time::{Duration, Instant};
+
+use crate::support;
 
 #[test]
 fn the_demo_tells_the_whole_loop_and_exits_0_within_a_minute() {
