@@ -406,9 +406,8 @@ impl Supervisor {
             w.update(&new);
         }
         let now = SystemTime::now();
-        self.connections.send_replace(Arc::new(conn));
-        self.config.send_replace(new.clone());
-        self.apply(&d, &new).await;
+        // Recorded before the new configuration is visible: whoever sees
+        // its watches in /status finds the reload counted in the metrics.
         if let Ok(mut t) = self.state.loaded_at.write() {
             *t = now;
         }
@@ -417,6 +416,9 @@ impl Supervisor {
             .config_last_reload_success
             .set(super::epoch_secs(now));
         self.record(cause, Vec::new());
+        self.connections.send_replace(Arc::new(conn));
+        self.config.send_replace(new.clone());
+        self.apply(&d, &new).await;
         self.services.outbox.config_accepted();
         self.publish_counts();
         // Logged once applied: whoever reads this line sees the new state.
