@@ -447,13 +447,15 @@ impl Runner {
             let _ = self.persist();
         }
         let result = done.evaluation.verdict.as_str();
+        debug!(result, "evaluated");
+        self.step(Input::Evaluation(done.evaluation), action);
+        // Counted once published: whoever sees the count go up finds this
+        // evaluation in /status.
         self.services
             .metrics
             .evaluations
             .get_or_create(&ResultLabel { result })
             .inc();
-        debug!(result, "evaluated");
-        self.step(Input::Evaluation(done.evaluation), action);
     }
 
     /// Shutdown: actions in flight may answer (and what follows from them
