@@ -35,8 +35,11 @@
 //!   and adapters (the engine is handed `now`).
 //! - [`telemetry`]: logging through `tracing`, text or JSON, with secrets
 //!   scrubbed from every line.
-//! - [`cli`]: the command line (`run`, `check`, `notify-test`, `demo`), one
-//!   module per subcommand.
+//! - [`cli`]: the command line: clap definitions, one thin module per
+//!   subcommand (arguments in, exit code out).
+//! - [`ops`]: what the operator's commands do (`status`, `history`,
+//!   `rollback`, `verify`), as drivers of the same runner, adapters and
+//!   documents as the daemon.
 //!
 //! Data flows one way: configuration, then the runner's checks and the
 //! decision engine, then the effects (journal, notification, rollback),
@@ -55,6 +58,7 @@ pub mod daemon;
 pub mod engine;
 pub mod metrics;
 pub mod notify;
+pub mod ops;
 pub mod rollback;
 pub mod runner;
 pub mod store;

@@ -22,6 +22,10 @@ pub enum Exit {
     Failure = 1,
     /// Usage or configuration error.
     Usage = 2,
+    /// `verify` could not decide (no data, a source down).
+    Inconclusive = 3,
+    /// The operator said no, or pressed Ctrl-C.
+    Aborted = 130,
 }
 
 impl From<Exit> for ExitCode {
