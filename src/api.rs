@@ -282,6 +282,89 @@ pub struct ControlAnswer {
     pub state: String,
 }
 
+/// `POST /watches/NAME/rollback`: an operator's rollback, carried out by
+/// the daemon (the README's "rollbackd rollback").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The revision the operator saw as current: a target that moved on
+    /// since is not rolled back.
+    pub from_revision: String,
+    /// `None`: the previous revision not known bad.
+    #[serde(default)]
+    pub to_revision: Option<String>,
+    #[serde(default)]
+    pub reason: Option<String>,
+    #[serde(default)]
+    pub dry_run: bool,
+    #[serde(default = "yes")]
+    pub verify: bool,
+    #[serde(default = "yes")]
+    pub notify: bool,
+    /// `user@host`.
+    pub operator: String,
+    /// Bound on the rollout wait, e.g. `"5m"`; default the watch's
+    /// `rollout_timeout`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The answer to an accepted rollback: follow it at
+/// `GET /watches/NAME/events?rollback_id=ID`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RollbackAccepted {
+    pub watch: String,
+    pub rollback_id: String,
+}
+
+/// The `event` of a progress line in the event stream.
+pub const ROLLOUT_PROGRESS: &str = "rollout_progress";
+
+/// One line of `GET /watches/NAME/events` (newline-delimited JSON): a
+/// journal line of the watch, exactly as the journal has it, or how far the
+/// rollout of a rollback has got (`event = "rollout_progress"`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamItem {
+    Journal(crate::store::journal::Line),
+    Progress(ProgressLine),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProgressLine {
+    pub event: String,
+    pub ts: String,
+    pub watch: String,
+    pub rollback_id: String,
+    #[serde(flatten)]
+    pub progress: crate::rollback::RolloutProgress,
+}
+
+impl StreamItem {
+    /// Reads one line of the stream.
+    pub fn parse(line: &str) -> Result<StreamItem, String> {
+        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+        if v.get("event").and_then(|e| e.as_str()) == Some(ROLLOUT_PROGRESS) {
+            serde_json::from_value(v)
+                .map(StreamItem::Progress)
+                .map_err(|e| e.to_string())
+        } else {
+            crate::store::journal::Line::from_value(v).map(StreamItem::Journal)
+        }
+    }
+
+    /// The rollback the item belongs to.
+    pub fn rollback_id(&self) -> Option<&str> {
+        match self {
+            StreamItem::Journal(l) => l.rollback_id(),
+            StreamItem::Progress(p) => Some(&p.rollback_id),
+        }
+    }
+}
+
 /// The answer to a request that failed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorAnswer {

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, warn};
@@ -26,13 +26,13 @@ use crate::check::evaluate::{Evaluated, Subject};
 use crate::check::{Baselines, Checking, Connections, evaluate};
 use crate::config::{Redactor, Watch, WatchSettings};
 use crate::engine::{
-    ActResult, Action, Effect, EventKind, Input, JournalSummary, Machine, Memory, Millis, Phase,
-    Policy, Record, Trigger,
+    ActResult, Action, Effect, EventKind, Input, JournalSummary, Machine, ManualRequest, Memory,
+    Millis, Phase, Policy, Record,
 };
 use crate::metrics::{Metrics, ResultLabel, RollbackLabels};
 use crate::notify::Outbox;
 use crate::rollback::kubernetes::act::UndoDetail;
-use crate::rollback::{Adapter, Answer, Detail, Polled, Polling};
+use crate::rollback::{Adapter, Answer, Detail, Polled, Polling, Progress};
 use crate::store::journal::{self, Entry, Journal, Line};
 use crate::store::memory::{Loaded, MemoryStore};
 
@@ -78,7 +78,24 @@ pub struct Services {
     pub board: RwLock<BTreeMap<String, Live>>,
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
+    /// Every journal line and rollout progress line as it happens, for
+    /// those following a watch (`GET /watches/NAME/events`, and the
+    /// operator's commands run in process).
+    pub events: broadcast::Sender<Published>,
 }
+
+/// One line for those following a watch: JSON text, exactly as the
+/// journal has it (or a progress line, `api::ProgressLine`).
+#[derive(Debug, Clone)]
+pub struct Published {
+    pub watch: Arc<str>,
+    pub rollback_id: Option<Arc<str>>,
+    pub line: Arc<str>,
+}
+
+/// How many lines a slow follower may fall behind before it misses some
+/// (it is told, and can read the journal).
+pub const EVENTS_BACKLOG: usize = 1024;
 
 /// Where the engine's `now` comes from.
 #[derive(Debug, Clone, Copy)]
@@ -106,6 +123,9 @@ pub enum Msg {
     Redefine(Arc<Watch>),
     /// An operator's instruction; answered with the state after it.
     Command(WatchAction, oneshot::Sender<String>),
+    /// An operator's rollback; answered at once: accepted (it runs on, to
+    /// be followed on [`Services::events`]), or refused and why.
+    Rollback(Box<ManualRequest>, oneshot::Sender<Result<(), String>>),
 }
 
 /// A runner's mailbox: messages are rare (reloads, operators), and a
@@ -340,6 +360,20 @@ impl Runner {
                             };
                             self.step(input, &mut action);
                             let _ = reply.send(self.machine.state(self.now()).as_str().to_owned());
+                        }
+                        Msg::Rollback(req, reply) => {
+                            match self.machine.manual_refusal(&req) {
+                                Some(why) => {
+                                    let _ = reply.send(Err(why));
+                                }
+                                None => {
+                                    info!(rollback_id = %req.rollback_id, operator = %req.operator, "rollback asked for by an operator");
+                                    // Accepted before the first record, so
+                                    // the follower's stream has it all.
+                                    let _ = reply.send(Ok(()));
+                                    self.step(Input::Manual(req), &mut action);
+                                }
+                            }
                         }
                     },
                     answer = maybe(&mut action) => {
@@ -584,14 +618,41 @@ impl Runner {
                         warn!("a new action replaces the one in flight");
                     }
                     let adapter = self.adapter();
+                    let progress = self.progress(a.rollback_id());
                     let span = tracing::info_span!("rollback", rollback_id = %a.rollback_id());
                     *action = Some(Box::pin(
-                        async move { adapter.execute(a, Trigger::Auto).await }.instrument(span),
+                        async move { adapter.execute(a, &progress).await }.instrument(span),
                     ));
                 }
             }
         }
         self.publish();
+    }
+
+    /// Where a rollout's progress goes: to those following the watch.
+    fn progress(&self, rollback_id: &str) -> Progress {
+        let events = self.services.events.clone();
+        let watch: Arc<str> = self.def.name.as_str().into();
+        let id: Arc<str> = rollback_id.into();
+        Progress::to(move |progress| {
+            if events.receiver_count() == 0 {
+                return;
+            }
+            let line = crate::api::ProgressLine {
+                event: crate::api::ROLLOUT_PROGRESS.to_owned(),
+                ts: crate::clock::rfc3339_millis(std::time::SystemTime::now()),
+                watch: watch.to_string(),
+                rollback_id: id.to_string(),
+                progress,
+            };
+            if let Ok(text) = serde_json::to_string(&line) {
+                let _ = events.send(Published {
+                    watch: watch.clone(),
+                    rollback_id: Some(id.clone()),
+                    line: text.into(),
+                });
+            }
+        })
     }
 
     fn publish(&self) {
@@ -613,10 +674,22 @@ impl Runner {
             Ok(mut j) => j.append(&line, &self.services.redactor),
             Err(_) => Err(std::io::Error::other("the journal's lock is poisoned")),
         });
-        if let Err(e) = &written {
-            error!(error = %e, "cannot write the journal");
+        match written {
+            Ok(text) => {
+                if self.services.events.receiver_count() > 0 {
+                    let _ = self.services.events.send(Published {
+                        watch: self.def.name.as_str().into(),
+                        rollback_id: line.rollback_id().map(Into::into),
+                        line: text.into(),
+                    });
+                }
+                Ok(())
+            }
+            Err(e) => {
+                error!(error = %e, "cannot write the journal");
+                Err(e)
+            }
         }
-        written
     }
 
     fn journal_record(&self, r: &Record) -> std::io::Result<()> {
@@ -624,10 +697,7 @@ impl Runner {
             && let Some(outcome) = r.outcome
             && let Some(last) = self.machine.last_rollback()
         {
-            let trigger = match last.trigger {
-                Trigger::Auto => "auto",
-                Trigger::Manual => "manual",
-            };
+            let trigger = last.trigger.as_str();
             let m = &self.services.metrics;
             m.rollbacks
                 .get_or_create(&RollbackLabels {

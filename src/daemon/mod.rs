@@ -198,6 +198,7 @@ pub async fn run(
         board: RwLock::new(BTreeMap::new()),
         metrics: metrics.clone(),
         clock: Clock::Wall,
+        events: tokio::sync::broadcast::channel(crate::runner::EVENTS_BACKLOG).0,
     });
     let (config_tx, config_rx) = watch::channel(config);
     let now = SystemTime::now();

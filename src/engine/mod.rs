@@ -42,6 +42,8 @@ pub struct Machine {
     restored_revision: Option<String>,
     /// The rollback that produced `restored_revision`.
     restored_in: Option<String>,
+    /// The operator's request, while a manual rollback is under way.
+    manual: Option<ManualRequest>,
     // Counters a restart may forget (saving them would mean a write per
     // watch per interval).
     streak: u32,
@@ -70,6 +72,8 @@ pub struct Memory {
     pub restored_revision: Option<String>,
     #[serde(default)]
     pub restored_in: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual: Option<ManualRequest>,
 }
 
 impl Machine {
@@ -88,6 +92,7 @@ impl Machine {
             last_rollback: None,
             restored_revision: None,
             restored_in: None,
+            manual: None,
             streak: 0,
             inconclusive_run: 0,
             blind: false,
@@ -111,6 +116,7 @@ impl Machine {
             last_rollback: self.last_rollback.clone(),
             restored_revision: self.restored_revision.clone(),
             restored_in: self.restored_in.clone(),
+            manual: self.manual.clone(),
         }
     }
 
@@ -292,6 +298,7 @@ impl Machine {
                     fx.push(Effect::Persist);
                 }
             }
+            Input::Manual(req) => self.on_manual(now, *req, &mut fx),
             Input::Reset => {
                 self.streak = 0;
                 self.inconclusive_run = 0;
@@ -317,8 +324,109 @@ impl Machine {
             outcome: None,
             reason: None,
             revision: self.revision.clone(),
+            operator: None,
             checks: Vec::new(),
         }
+    }
+
+    /// The manual request behind rollback `id`, if it is one.
+    fn manual_for(&self, id: &str) -> Option<&ManualRequest> {
+        self.manual.as_ref().filter(|m| m.rollback_id == id)
+    }
+
+    fn trigger_of(&self, id: &str) -> Trigger {
+        if self.manual_for(id).is_some() {
+            Trigger::Manual
+        } else {
+            Trigger::Auto
+        }
+    }
+
+    /// A record about rollback `id`: its trigger and, for a manual one,
+    /// who asked.
+    fn rollback_record(&self, now: Millis, event: EventKind, id: &str, from: &str) -> Record {
+        let mut r = self.record(now, event);
+        r.rollback_id = Some(id.to_owned());
+        r.from_revision = Some(from.to_owned());
+        r.trigger = Some(self.trigger_of(id));
+        r.operator = self.manual_for(id).map(|m| m.operator.clone());
+        r
+    }
+
+    /// Why an operator's rollback cannot start now, if it cannot: another
+    /// rollback is under way (or being decided), or the target is no
+    /// longer at the revision the operator saw.
+    pub fn manual_refusal(&self, req: &ManualRequest) -> Option<String> {
+        match &self.phase {
+            Phase::Watching => {}
+            Phase::Deciding { rollback_id, .. } => {
+                return Some(format!(
+                    "a rollback ({rollback_id}) is being decided for this watch right now; try again in a moment"
+                ));
+            }
+            p => {
+                let id = p.underway().map(|u| u.rollback_id).unwrap_or_default();
+                return Some(format!(
+                    "a rollback ({id}) is already in progress for this watch"
+                ));
+            }
+        }
+        match self.current_id() {
+            Some(current) if current != req.from => Some(format!(
+                "the target is at revision {current} now, not {}: look again before rolling back",
+                req.from
+            )),
+            _ => None,
+        }
+    }
+
+    /// An operator's rollback: the same path as an automatic one from the
+    /// re-read on, never blocked by arming, cooldown or escalation (a
+    /// person decided), and refused while another is under way.
+    fn on_manual(&mut self, now: Millis, req: ManualRequest, fx: &mut Vec<Effect>) {
+        if let Some(why) = self.manual_refusal(&req) {
+            let mut r = self.record(now, EventKind::DecisionDropped);
+            r.rollback_id = Some(req.rollback_id.clone());
+            r.trigger = Some(Trigger::Manual);
+            r.operator = Some(req.operator.clone());
+            r.reason = Some(why);
+            fx.push(Effect::Journal(r));
+            return;
+        }
+        let (rollback_id, from) = (req.rollback_id.clone(), req.from.clone());
+        // A revision the operator chose is theirs to choose, known bad or
+        // not (the command asks again for those); otherwise as automatic.
+        let avoid = if req.to.is_some() {
+            Vec::new()
+        } else {
+            self.bad_revisions.iter().cloned().collect()
+        };
+        let to = req.to.clone();
+        self.manual = Some(req);
+        let mut r = self.rollback_record(now, EventKind::Decided, &rollback_id, &from);
+        r.to_revision = to.clone();
+        r.reason = self.manual.as_ref().map(|m| m.reason.clone());
+        fx.push(Effect::Journal(r));
+        fx.push(Effect::Act(Action::Recheck {
+            rollback_id: rollback_id.clone(),
+            from: from.clone(),
+            avoid,
+            to,
+        }));
+        self.phase = Phase::Deciding { rollback_id, from };
+        fx.push(Effect::Persist);
+    }
+
+    /// A manual rollback ends before it started: said in the journal (the
+    /// operator following it reads why), nothing escalated.
+    fn drop_manual(&mut self, now: Millis, id: &str, why: String, fx: &mut Vec<Effect>) {
+        let mut r = self.rollback_record(now, EventKind::DecisionDropped, id, "");
+        r.from_revision = self.manual_for(id).map(|m| m.from.clone());
+        r.reason = Some(why);
+        fx.push(Effect::Journal(r));
+        self.manual = None;
+        self.phase = Phase::Watching;
+        fx.push(Effect::Persist);
     }
 
     fn journal(&self, now: Millis, event: EventKind, reason: Option<String>) -> Effect {
@@ -419,7 +527,27 @@ impl Machine {
         self.escalated_for = first_sighting_of_escalated.then(|| rev.id.clone());
         self.dry_run_done_for = None;
         let armed = self.armed_until;
+        // An earlier template brought back, and not by us: someone rolled
+        // back by hand (`kubectl rollout undo`). Journaled and told as
+        // such; it never arms and starts no cooldown.
+        let by_hand = (!ours && rev.origin == Origin::Rollback && rev.definite)
+            .then(|| self.current_id().map(str::to_owned))
+            .flatten();
+        let restored = rev.id.clone();
         self.revision = Some(rev);
+        if let Some(previous) = by_hand {
+            let mut r = self.record(now, EventKind::ManualRollback);
+            r.from_revision = Some(previous.clone());
+            r.to_revision = Some(restored.clone());
+            r.trigger = Some(Trigger::Manual);
+            r.reason = Some(format!(
+                "rolled back by hand, not by rollbackd: revision {previous} to {restored} (an earlier template); not armed"
+            ));
+            fx.push(Effect::Journal(r.clone()));
+            fx.push(Effect::Notify(r));
+            fx.push(Effect::Persist);
+            return;
+        }
         let mut r = self.record(
             now,
             if armed.is_some() {
@@ -573,6 +701,7 @@ impl Machine {
             rollback_id: rollback_id.clone(),
             from: from.clone(),
             avoid: self.bad_revisions.iter().cloned().collect(),
+            to: None,
         }));
         self.phase = Phase::Deciding { rollback_id, from };
     }
@@ -628,6 +757,7 @@ impl Machine {
                 last_rollback,
                 restored_revision,
                 restored_in,
+                manual,
             } = *m;
             self.revision = revision;
             self.armed_until = armed_until;
@@ -640,6 +770,7 @@ impl Machine {
             self.last_rollback = last_rollback;
             self.restored_revision = restored_revision;
             self.restored_in = restored_in;
+            self.manual = manual;
         }
         self.bad_revisions.extend(journal.bad);
         if let Some((id, from)) = journal.open {
@@ -681,6 +812,7 @@ impl Machine {
         r.reason = Some("the re-read of the target was stopped before it answered".into());
         fx.push(Effect::Journal(r));
         self.phase = Phase::Watching;
+        self.manual = None;
     }
 
     /// After a restart, a rollback in progress is carried on, never started
@@ -688,10 +820,7 @@ impl Machine {
     /// and the rollout is waited for and verified afresh (README, "How it decides": rolling back).
     fn on_resumed(&mut self, now: Millis, fx: &mut Vec<Effect>) {
         let resumed = |m: &Self, id: &str, from: &str, why: &str| {
-            let mut r = m.record(now, EventKind::RollbackResumed);
-            r.rollback_id = Some(id.to_owned());
-            r.from_revision = Some(from.to_owned());
-            r.trigger = Some(Trigger::Auto);
+            let mut r = m.rollback_record(now, EventKind::RollbackResumed, id, from);
             r.reason = Some(why.to_owned());
             Effect::Journal(r)
         };
@@ -704,6 +833,7 @@ impl Machine {
                 r.reason = Some("the daemon restarted before the rollback started".into());
                 fx.push(Effect::Journal(r));
                 self.phase = Phase::Watching;
+                self.manual = None;
                 fx.push(Effect::Persist);
             }
             Phase::Acting {
@@ -717,6 +847,7 @@ impl Machine {
                 r.reason = Some("the daemon restarted during a dry run".into());
                 fx.push(Effect::Journal(r));
                 self.phase = Phase::Watching;
+                self.manual = None;
                 fx.push(Effect::Persist);
             }
             Phase::Acting {
@@ -744,7 +875,12 @@ impl Machine {
                     &from,
                     "the daemon restarted while waiting for the rollout; waiting again",
                 ));
-                fx.push(Effect::Act(Action::AwaitRollout { rollback_id, from }));
+                let timeout = self.manual_for(&rollback_id).and_then(|m| m.timeout);
+                fx.push(Effect::Act(Action::AwaitRollout {
+                    rollback_id,
+                    from,
+                    timeout,
+                }));
             }
             Phase::Verifying {
                 rollback_id,
@@ -775,9 +911,13 @@ impl Machine {
 
     /// `from` was (or may have been) rolled away from: it is never rolled
     /// back again, and the cooldown starts (README, "How it decides": never worse).
-    fn count_rollback(&mut self, now: Millis, from: &str) {
+    /// A manual rollback marks `from` too, but starts no cooldown (the
+    /// README's "Rolling back by hand").
+    fn count_rollback(&mut self, now: Millis, id: &str, from: &str) {
         self.bad_revisions.insert(from.to_owned());
-        self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
+        if self.manual_for(id).is_none() {
+            self.cooldown_until = Some(now.saturating_add(self.policy.cooldown));
+        }
     }
 
     /// The undo is done (or taken as done): wait for its rollout.
@@ -790,10 +930,12 @@ impl Machine {
         started: Millis,
         fx: &mut Vec<Effect>,
     ) {
-        self.count_rollback(now, &from);
+        self.count_rollback(now, &rollback_id, &from);
+        let timeout = self.manual_for(&rollback_id).and_then(|m| m.timeout);
         fx.push(Effect::Act(Action::AwaitRollout {
             rollback_id: rollback_id.clone(),
             from: from.clone(),
+            timeout,
         }));
         self.phase = Phase::RollingOut {
             rollback_id,
@@ -812,25 +954,62 @@ impl Machine {
             return;
         }
         let (rollback_id, from) = (rollback_id.clone(), from.clone());
+        if let Some(manual) = self.manual_for(&rollback_id)
+            && result != Recheck::Proceed
+        {
+            // An operator is following this one: every refusal is theirs
+            // to read, none escalates.
+            let to = manual.to.clone();
+            let why = match result {
+                Recheck::Proceed => String::new(),
+                Recheck::Superseded(rev) => {
+                    let id = rev.id.clone();
+                    self.phase = Phase::Watching;
+                    self.on_revision(now, rev, fx);
+                    format!("revision {id} appeared since; not rolling back")
+                }
+                Recheck::Paused => "the target's rollout is paused (kubectl rollout resume first); not rolling back a paused rollout".into(),
+                Recheck::NoPrevious => match to {
+                    Some(to) => format!("there is no revision {to} to roll back to"),
+                    None => "the target has no earlier revision to roll back to".into(),
+                },
+                Recheck::Refused(why) => why,
+                Recheck::Failed(e) => format!("cannot re-read the target: {e}"),
+            };
+            self.drop_manual(now, &rollback_id, why, fx);
+            return;
+        }
         match result {
             Recheck::Proceed => {
-                let reason = self.reason();
-                let dry_run = self.policy.dry_run;
+                let manual = self.manual_for(&rollback_id).cloned();
+                let reason = match &manual {
+                    Some(m) => m.reason.clone(),
+                    None => self.reason(),
+                };
+                let dry_run = manual.as_ref().map_or(self.policy.dry_run, |m| m.dry_run);
                 if !dry_run {
-                    let mut r = self.record(now, EventKind::RollbackStarted);
-                    r.rollback_id = Some(rollback_id.clone());
-                    r.from_revision = Some(from.clone());
-                    r.trigger = Some(Trigger::Auto);
+                    let mut r =
+                        self.rollback_record(now, EventKind::RollbackStarted, &rollback_id, &from);
+                    r.to_revision = manual.as_ref().and_then(|m| m.to.clone());
                     r.reason = Some(reason.clone());
                     r.checks = self.evidence.clone();
                     // Durable before the change is made (README, "How it decides": rolling back).
                     fx.push(Effect::Journal(r.clone()));
-                    fx.push(Effect::Notify(r));
+                    // A manual rollback is told once, when it ends.
+                    if manual.is_none() {
+                        fx.push(Effect::Notify(r));
+                    }
                 }
                 let order = Order {
                     rollback_id: rollback_id.clone(),
                     from: from.clone(),
-                    avoid: self.bad_revisions.iter().cloned().collect(),
+                    to: manual.as_ref().and_then(|m| m.to.clone()),
+                    trigger: self.trigger_of(&rollback_id),
+                    operator: manual.as_ref().map(|m| m.operator.clone()),
+                    avoid: match &manual {
+                        Some(m) if m.to.is_some() => Vec::new(),
+                        _ => self.bad_revisions.iter().cloned().collect(),
+                    },
                     reason,
                     dry_run,
                 };
@@ -903,13 +1082,14 @@ impl Machine {
             *dry_run,
         );
         if dry_run {
-            self.phase = Phase::Watching;
-            self.dry_run_done_for = Some(from.clone());
-            let mut r = self.record(now, EventKind::WouldRollBack);
-            r.rollback_id = Some(rollback_id);
-            r.from_revision = Some(from);
-            r.trigger = Some(Trigger::Auto);
+            let manual = self.manual_for(&rollback_id).cloned();
+            let mut r = self.rollback_record(now, EventKind::WouldRollBack, &rollback_id, &from);
             r.checks = self.evidence.clone();
+            self.phase = Phase::Watching;
+            self.manual = None;
+            if manual.is_none() {
+                self.dry_run_done_for = Some(from.clone());
+            }
             match result {
                 ActResult::Applied { to } => {
                     r.to_revision = to;
@@ -924,18 +1104,19 @@ impl Machine {
                 }
             }
             fx.push(Effect::Journal(r.clone()));
-            fx.push(Effect::Notify(r));
+            // A manual dry run is the operator's own look; nobody else is told.
+            if manual.is_none() {
+                fx.push(Effect::Notify(r));
+            }
             fx.push(Effect::Persist);
             return;
         }
         match result {
             ActResult::Applied { to } => {
                 let to = to.or(seen_to);
-                let mut r = self.record(now, EventKind::RollbackApplied);
-                r.rollback_id = Some(rollback_id.clone());
-                r.from_revision = Some(from.clone());
+                let mut r =
+                    self.rollback_record(now, EventKind::RollbackApplied, &rollback_id, &from);
                 r.to_revision = to.clone();
-                r.trigger = Some(Trigger::Auto);
                 fx.push(Effect::Journal(r));
                 self.await_rollout(now, rollback_id, from, to, started, fx);
             }
@@ -962,7 +1143,7 @@ impl Machine {
             ActResult::Failed(why) => {
                 // It ran and failed: it may have changed the target halfway.
                 // The revision still counts as rolled back once.
-                self.count_rollback(now, &from);
+                self.count_rollback(now, &rollback_id, &from);
                 self.phase = Phase::Finishing {
                     rollback_id,
                     from,
@@ -1002,7 +1183,14 @@ impl Machine {
             // Landing on a known bad revision ended the rollback.
             return;
         };
+        let skip_verify = self.manual_for(rollback_id).is_some_and(|m| !m.verify);
         match result {
+            RolloutResult::Complete(_) if skip_verify => self.finish_with(
+                now,
+                Outcome::Unverified,
+                Some("rolled out; not verified, as asked".into()),
+                fx,
+            ),
             RolloutResult::Complete(_) => {
                 let mut r = self.record(now, EventKind::Verifying);
                 r.rollback_id = Some(rollback_id.clone());
@@ -1065,26 +1253,35 @@ impl Machine {
             u.to.cloned(),
             u.started,
         );
+        let mut r = self.rollback_record(now, EventKind::RollbackFinished, &rollback_id, &from);
+        let trigger = self.trigger_of(&rollback_id);
+        let manual = self.manual.take().filter(|m| m.rollback_id == rollback_id);
         self.phase = Phase::Watching;
         self.streak = 0;
         self.last_rollback = Some(RollbackSummary {
-            rollback_id: rollback_id.clone(),
-            from: from.clone(),
+            rollback_id,
+            from,
             to: to.clone(),
-            trigger: Trigger::Auto,
+            trigger,
             started,
             finished: now,
             outcome,
         });
-        let mut r = self.record(now, EventKind::RollbackFinished);
-        r.rollback_id = Some(rollback_id);
-        r.from_revision = Some(from);
         r.to_revision = to;
-        r.trigger = Some(Trigger::Auto);
         r.outcome = Some(outcome);
         r.reason = detail.clone();
         r.checks = self.evidence.clone();
         fx.push(Effect::Journal(r.clone()));
+        if let Some(m) = manual {
+            // Told once, as what it was; no escalation: a person is on it.
+            if m.notify {
+                let mut told = r;
+                told.event = EventKind::ManualRollback;
+                fx.push(Effect::Notify(told));
+            }
+            fx.push(Effect::Persist);
+            return;
+        }
         fx.push(Effect::Notify(r));
         fx.push(Effect::Persist);
         match outcome {

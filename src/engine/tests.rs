@@ -1426,3 +1426,393 @@ fn the_next_deadline_is_when_verification_ends_or_the_state_changes_with_time() 
         "overdue: at once"
     );
 }
+
+// Rolling back by hand (README, "rollbackd rollback").
+
+fn manual(from: &str, to: Option<&str>) -> ManualRequest {
+    ManualRequest {
+        rollback_id: "shop-web-manual-1".into(),
+        from: from.into(),
+        to: to.map(str::to_owned),
+        reason: "bad checkout".into(),
+        operator: "alice@laptop".into(),
+        dry_run: false,
+        verify: true,
+        notify: true,
+        timeout: Some(5 * MIN),
+    }
+}
+
+/// A watch on revision "7", long baked (not armed), nothing failing.
+fn baked() -> Machine {
+    let mut m = machine();
+    drive(
+        &mut m,
+        vec![(0, rollout("7", 0)), (60 * MIN, eval(60 * MIN, Pass))],
+    );
+    assert!(!m.armed(60 * MIN));
+    m
+}
+
+fn answer(m: &mut Machine, now: Millis, input: Input) -> Vec<Effect> {
+    m.step(now, input)
+}
+
+fn records(fx: &[Effect]) -> Vec<&Record> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Journal(r) | Effect::Notify(r) => Some(r),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_manual_rollback_goes_through_recheck_undo_wait_and_verify_told_once() {
+    let mut m = baked();
+    let now = 61 * MIN;
+    let fx = m.step(now, Input::Manual(Box::new(manual("7", Some("5")))));
+    assert_eq!(words(&fx), ["journal:decided", "recheck", "persist"]);
+    // A revision the operator chose is not filtered by what is known bad.
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::Act(Action::Recheck { to: Some(t), avoid, .. }) if t == "5" && avoid.is_empty())));
+    let r = records(&fx)[0];
+    assert_eq!(r.trigger, Some(Trigger::Manual));
+    assert_eq!(r.operator.as_deref(), Some("alice@laptop"));
+    let id = "shop-web-manual-1".to_owned();
+    let fx = answer(
+        &mut m,
+        now,
+        Input::Rechecked {
+            rollback_id: id.clone(),
+            result: Recheck::Proceed,
+        },
+    );
+    // Journaled before the undo; people hear of it once, at the end.
+    assert_eq!(
+        words(&fx),
+        ["journal:rollback_started", "persist", "rollback"]
+    );
+    let Some(Effect::Act(Action::Undo(order))) = fx.last() else {
+        panic!()
+    };
+    assert_eq!(order.trigger, Trigger::Manual);
+    assert_eq!(order.to.as_deref(), Some("5"));
+    assert_eq!(order.operator.as_deref(), Some("alice@laptop"));
+    assert_eq!(order.reason, "bad checkout");
+    let fx = answer(
+        &mut m,
+        now,
+        Input::Acted {
+            rollback_id: id.clone(),
+            result: ActResult::Applied {
+                to: Some("8".into()),
+            },
+        },
+    );
+    assert_eq!(words(&fx), ["journal:rollback_applied", "wait", "persist"]);
+    assert!(fx.iter().any(
+        |e| matches!(e, Effect::Act(Action::AwaitRollout { timeout: Some(t), .. }) if *t == 5 * MIN)
+    ));
+    // No cooldown from a manual rollback; the revision left is known bad.
+    assert_eq!(m.cooldown_until, None);
+    assert!(m.bad_revisions.contains("7"));
+    let landed = Revision {
+        id: "8".into(),
+        since: now,
+        origin: Origin::Rollback,
+        definite: true,
+    };
+    let fx = answer(
+        &mut m,
+        now + S,
+        Input::RolledOut {
+            rollback_id: id.clone(),
+            result: RolloutResult::Complete(Some(landed)),
+        },
+    );
+    assert!(has(&words(&fx), "journal:verifying"));
+    // The restored revision never arms.
+    assert!(!m.armed(now + S));
+    assert_eq!(m.state(now + S), State::Verifying);
+    drive(&mut m, vec![(now + 30 * S, eval(now + 30 * S, Pass))]);
+    let fx = m.step(now + 3 * MIN, Input::Tick);
+    assert_eq!(
+        words(&fx),
+        [
+            "journal:rollback_finished",
+            "notify:manual_rollback",
+            "persist"
+        ]
+    );
+    let told = records(&fx)[1];
+    assert_eq!(told.outcome, Some(Outcome::Recovered));
+    assert_eq!(told.trigger, Some(Trigger::Manual));
+    assert_eq!(told.operator.as_deref(), Some("alice@laptop"));
+    assert_eq!(m.last_rollback().unwrap().trigger, Trigger::Manual);
+    assert_eq!(m.manual, None);
+}
+
+#[test]
+fn a_manual_rollback_that_does_not_recover_escalates_nothing() {
+    let mut m = baked();
+    let now = 61 * MIN;
+    let mut req = manual("7", None);
+    req.notify = false;
+    m.step(now, Input::Manual(Box::new(req)));
+    let id = "shop-web-manual-1".to_owned();
+    m.step(
+        now,
+        Input::Rechecked {
+            rollback_id: id.clone(),
+            result: Recheck::Proceed,
+        },
+    );
+    m.step(
+        now,
+        Input::Acted {
+            rollback_id: id.clone(),
+            result: ActResult::Applied {
+                to: Some("8".into()),
+            },
+        },
+    );
+    m.step(
+        now,
+        Input::RolledOut {
+            rollback_id: id.clone(),
+            result: RolloutResult::Complete(None),
+        },
+    );
+    let fx = drive(
+        &mut m,
+        vec![
+            (now + S, eval(now + S, Fail)),
+            (now + 2 * S, eval(now + 2 * S, Fail)),
+            (now + 3 * S, eval(now + 3 * S, Fail)),
+        ],
+    );
+    // --no-notify: journaled, nobody told; and no escalation either.
+    assert_eq!(fx, ["journal:rollback_finished", "persist"]);
+    assert_eq!(m.last_rollback().unwrap().outcome, Outcome::VerifyFailed);
+    assert_ne!(m.state(now + 4 * S), State::Escalated);
+}
+
+#[test]
+fn manual_rollbacks_are_refused_while_another_is_under_way_or_the_target_moved() {
+    let mut m = deciding();
+    assert!(
+        m.manual_refusal(&manual("7", None))
+            .unwrap()
+            .contains("being decided")
+    );
+    proceed(&mut m, 3 * MIN);
+    let why = m.manual_refusal(&manual("7", None)).unwrap();
+    assert!(why.contains("already in progress"), "{why}");
+    // Stepped anyway: journaled as dropped, the automatic one untouched.
+    let fx = m.step(3 * MIN, Input::Manual(Box::new(manual("7", None))));
+    assert_eq!(words(&fx), ["journal:decision_dropped"]);
+    assert!(matches!(m.phase, Phase::Acting { .. }));
+
+    let m = baked();
+    let why = m.manual_refusal(&manual("6", None)).unwrap();
+    assert!(why.contains("at revision 7 now, not 6"), "{why}");
+    assert_eq!(m.manual_refusal(&manual("7", None)), None);
+}
+
+#[test]
+fn a_manual_rollback_the_target_refuses_is_dropped_with_the_reason_never_escalated() {
+    for (result, says) in [
+        (Recheck::Paused, "paused"),
+        (Recheck::NoPrevious, "no revision 3"),
+        (
+            Recheck::Failed("timeout".into()),
+            "cannot re-read the target: timeout",
+        ),
+        (
+            Recheck::Superseded(Revision {
+                id: "9".into(),
+                since: 0,
+                origin: Origin::Rollout,
+                definite: true,
+            }),
+            "revision 9 appeared",
+        ),
+    ] {
+        let mut m = baked();
+        m.step(61 * MIN, Input::Manual(Box::new(manual("7", Some("3")))));
+        let fx = m.step(
+            61 * MIN,
+            Input::Rechecked {
+                rollback_id: "shop-web-manual-1".into(),
+                result,
+            },
+        );
+        let dropped = records(&fx)
+            .into_iter()
+            .find(|r| r.event == EventKind::DecisionDropped)
+            .unwrap();
+        assert!(
+            dropped.reason.as_deref().unwrap().contains(says),
+            "{:?}",
+            dropped.reason
+        );
+        assert_eq!(dropped.trigger, Some(Trigger::Manual));
+        assert!(
+            !words(&fx).iter().any(|w| w.starts_with("notify:")),
+            "{:?}",
+            words(&fx)
+        );
+        assert_eq!(m.phase, Phase::Watching);
+        assert_eq!(m.manual, None);
+    }
+}
+
+#[test]
+fn a_manual_dry_run_proves_the_patch_and_tells_nobody() {
+    let mut m = baked();
+    let mut req = manual("7", None);
+    req.dry_run = true;
+    m.step(61 * MIN, Input::Manual(Box::new(req)));
+    let id = "shop-web-manual-1".to_owned();
+    let fx = words(&m.step(
+        61 * MIN,
+        Input::Rechecked {
+            rollback_id: id.clone(),
+            result: Recheck::Proceed,
+        },
+    ));
+    assert_eq!(fx, ["persist", "dry-rollback"]);
+    let fx = words(&m.step(
+        61 * MIN,
+        Input::Acted {
+            rollback_id: id,
+            result: ActResult::Applied {
+                to: Some("5".into()),
+            },
+        },
+    ));
+    assert_eq!(fx, ["journal:would_roll_back", "persist"]);
+    assert!(m.bad_revisions.is_empty());
+    assert_eq!(m.phase, Phase::Watching);
+}
+
+#[test]
+fn no_verify_ends_a_manual_rollback_once_it_rolled_out() {
+    let mut m = baked();
+    let mut req = manual("7", None);
+    req.verify = false;
+    m.step(61 * MIN, Input::Manual(Box::new(req)));
+    let id = "shop-web-manual-1".to_owned();
+    m.step(
+        61 * MIN,
+        Input::Rechecked {
+            rollback_id: id.clone(),
+            result: Recheck::Proceed,
+        },
+    );
+    m.step(
+        61 * MIN,
+        Input::Acted {
+            rollback_id: id.clone(),
+            result: ActResult::Applied {
+                to: Some("8".into()),
+            },
+        },
+    );
+    let fx = words(&m.step(
+        62 * MIN,
+        Input::RolledOut {
+            rollback_id: id,
+            result: RolloutResult::Complete(None),
+        },
+    ));
+    assert_eq!(
+        fx,
+        [
+            "journal:rollback_finished",
+            "notify:manual_rollback",
+            "persist"
+        ]
+    );
+    assert_eq!(m.last_rollback().unwrap().outcome, Outcome::Unverified);
+}
+
+#[test]
+fn a_manual_rollback_survives_a_restart_and_keeps_its_trigger() {
+    let mut m = baked();
+    m.step(61 * MIN, Input::Manual(Box::new(manual("7", None))));
+    let id = "shop-web-manual-1".to_owned();
+    m.step(
+        61 * MIN,
+        Input::Rechecked {
+            rollback_id: id.clone(),
+            result: Recheck::Proceed,
+        },
+    );
+    let fx = restart(&mut m, 62 * MIN);
+    let resumed = records(&fx)
+        .into_iter()
+        .find(|r| r.event == EventKind::RollbackResumed)
+        .unwrap();
+    assert_eq!(resumed.trigger, Some(Trigger::Manual));
+    assert!(fx.iter().any(|e| matches!(
+        e,
+        Effect::Act(Action::AwaitRollout {
+            timeout: Some(_),
+            ..
+        })
+    )));
+}
+
+#[test]
+fn someone_elses_undo_is_journaled_as_a_manual_rollback_never_armed_no_cooldown() {
+    let mut m = machine();
+    drive(&mut m, vec![(0, rollout("7", 0))]);
+    assert!(m.armed(MIN));
+    let back = Input::Revision(Revision {
+        id: "8".into(),
+        since: 2 * MIN,
+        origin: Origin::Rollback,
+        definite: true,
+    });
+    let fx = m.step(2 * MIN, back);
+    assert_eq!(
+        words(&fx),
+        [
+            "journal:manual_rollback",
+            "notify:manual_rollback",
+            "persist"
+        ]
+    );
+    let r = records(&fx)[0];
+    assert_eq!(
+        (r.from_revision.as_deref(), r.to_revision.as_deref()),
+        (Some("7"), Some("8"))
+    );
+    assert_eq!(r.trigger, Some(Trigger::Manual));
+    assert!(!m.armed(2 * MIN));
+    assert_eq!(m.cooldown_until, None);
+    // Failing on the restored revision never rolls it back.
+    let fx = drive(
+        &mut m,
+        vec![
+            (3 * MIN, eval(3 * MIN, Fail)),
+            (4 * MIN, eval(4 * MIN, Fail)),
+            (5 * MIN, eval(5 * MIN, Fail)),
+        ],
+    );
+    assert!(!has(&fx, "recheck"), "{fx:?}");
+    // The first sighting after a start says nothing of who made it.
+    let mut fresh = machine();
+    let fx = fresh.step(
+        0,
+        Input::Revision(Revision {
+            id: "8".into(),
+            since: 0,
+            origin: Origin::Rollback,
+            definite: true,
+        }),
+    );
+    assert_eq!(words(&fx), ["journal:revision_observed", "persist"]);
+}

@@ -246,6 +246,36 @@ pub enum Input {
     Resume,
     /// Forget the streak and any escalation (an operator's decision).
     Reset,
+    /// An operator asks for a rollback (`rollbackd rollback`); see
+    /// [`super::Machine::manual_refusal`] for when it is refused.
+    Manual(Box<ManualRequest>),
+}
+
+/// An operator's rollback, as `rollbackd rollback` (or
+/// `POST /watches/NAME/rollback`) asks for it. It goes through the same
+/// re-read, undo, rollout wait and verification as an automatic one, with
+/// `trigger = manual`; it never starts a cooldown and never escalates (a
+/// person is already deciding), and people hear of it once, as
+/// `manual_rollback`, when it ends.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManualRequest {
+    pub rollback_id: String,
+    /// The revision the operator saw as current and confirmed rolling
+    /// away from: a target that moved on since is not rolled back.
+    pub from: String,
+    /// The revision to restore; `None`: the previous one not known bad.
+    pub to: Option<String>,
+    pub reason: String,
+    /// `user@host`.
+    pub operator: String,
+    pub dry_run: bool,
+    /// Verify the restored revision with the watch's checks.
+    pub verify: bool,
+    /// Tell the watch's notifiers when it ends.
+    pub notify: bool,
+    /// Bound on the rollout wait instead of the watch's `rollout_timeout`.
+    #[serde(default)]
+    pub timeout: Option<Millis>,
 }
 
 /// What the journal says of one watch, for [`Input::Restore`]. The journal
@@ -264,6 +294,12 @@ pub struct JournalSummary {
 pub struct Order {
     pub rollback_id: String,
     pub from: String,
+    /// The revision to restore, where someone chose it (a manual rollback);
+    /// otherwise the previous one, as `kubectl rollout undo` picks it.
+    pub to: Option<String>,
+    pub trigger: Trigger,
+    /// Who asked, for a manual rollback (`user@host`).
+    pub operator: Option<String>,
     /// Revisions never to roll into (README, "How it decides": never worse).
     pub avoid: Vec<String>,
     pub reason: String,
@@ -294,11 +330,18 @@ pub enum Action {
         rollback_id: String,
         from: String,
         avoid: Vec<String>,
+        /// The revision to restore, where someone chose it: it must exist.
+        to: Option<String>,
     },
     /// Undo, answering with [`Input::Acted`].
     Undo(Order),
     /// Wait for the rollout, answering with [`Input::RolledOut`].
-    AwaitRollout { rollback_id: String, from: String },
+    AwaitRollout {
+        rollback_id: String,
+        from: String,
+        /// Instead of the watch's `rollout_timeout` (a manual `--timeout`).
+        timeout: Option<Millis>,
+    },
 }
 
 impl Action {
@@ -331,6 +374,9 @@ pub enum EventKind {
     Paused,
     Resumed,
     Reset,
+    /// A rollback made by hand: by an operator through rollbackd (when it
+    /// ends), or by anyone else (`kubectl rollout undo`), as observed.
+    ManualRollback,
 }
 
 impl EventKind {
@@ -352,6 +398,7 @@ impl EventKind {
             EventKind::Paused => "paused",
             EventKind::Resumed => "resumed",
             EventKind::Reset => "reset",
+            EventKind::ManualRollback => "manual_rollback",
         }
     }
 }
@@ -361,6 +408,15 @@ impl EventKind {
 pub enum Trigger {
     Auto,
     Manual,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Auto => "auto",
+            Trigger::Manual => "manual",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -401,6 +457,9 @@ pub struct Record {
     pub reason: Option<String>,
     /// The target's revision when it happened.
     pub revision: Option<Revision>,
+    /// Who asked, for a manual rollback (`user@host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<CheckResult>,
 }

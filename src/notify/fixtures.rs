@@ -120,6 +120,7 @@ pub fn record(event: EventKind, ts: u64) -> Record {
             "error-ratio 0.31 (threshold max 0.05) {pod=\"web-7c9f-abcde\"} (3 consecutive failing evaluations)"
                 .into(),
         ),
+        operator: None,
         revision: Some(Revision {
             id: "7".into(),
             since: T0 - 240_000,

@@ -72,6 +72,7 @@ impl Kind {
             EventKind::Escalated => Kind::Escalated,
             EventKind::WatchBlind => Kind::WatchBlind,
             EventKind::WouldRollBack => Kind::WouldRollBack,
+            EventKind::ManualRollback => Kind::ManualRollback,
             _ => return None,
         })
     }
@@ -165,6 +166,9 @@ pub struct Event {
     pub from_images: Option<Vec<String>>,
     pub to_images: Option<Vec<String>>,
     pub trigger: Option<Trigger>,
+    /// Who asked, for a rollback made by hand through rollbackd.
+    #[serde(default)]
+    pub operator: Option<String>,
     pub outcome: Option<Outcome>,
     pub reason: Option<String>,
     #[serde(default)]
@@ -212,6 +216,7 @@ impl Event {
             from_images: None,
             to_images: None,
             trigger: None,
+            operator: None,
             outcome: None,
             reason: None,
             dry_run: false,
@@ -240,6 +245,7 @@ impl Event {
             .or_else(|| r.revision.as_ref().map(|rev| rev.id.clone()));
         e.to_revision.clone_from(&r.to_revision);
         e.trigger = r.trigger;
+        e.operator.clone_from(&r.operator);
         if let Some((from, to)) = &cx.images {
             e.from_images = Some(from.clone());
             e.to_images = Some(to.clone());

@@ -220,6 +220,9 @@ pub fn facts(e: &Event) -> Vec<(&'static str, String)> {
             },
         ));
     }
+    if let Some(op) = &e.operator {
+        f.push(("Operator", op.clone()));
+    }
     if let Some(since) = e.timings.revision_since
         && e.kind != Kind::ConfigRejected
     {

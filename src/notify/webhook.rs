@@ -53,6 +53,7 @@ pub fn document(e: &Event, notification_id: &str) -> Value {
         "from_images": e.from_images,
         "to_images": e.to_images,
         "trigger": e.trigger,
+        "operator": e.operator,
         "outcome": e.outcome,
         "dry_run": e.dry_run,
         "reason": e.reason,

@@ -1,7 +1,9 @@
 //! The `command` target: `current` prints the deployed version, `rollback`
 //! undoes the last deploy. Both run without a shell, with `ROLLBACKD_WATCH`,
-//! `ROLLBACKD_REASON` and `ROLLBACKD_FROM_VERSION` in their environment, and
-//! are killed at their timeout.
+//! `ROLLBACKD_REASON` and `ROLLBACKD_FROM_VERSION` in their environment
+//! (the rollback also with `ROLLBACKD_TO_VERSION`, `ROLLBACKD_TRIGGER` and
+//! `ROLLBACKD_OPERATOR`, empty where they do not apply), and are killed at
+//! their timeout.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -84,6 +86,12 @@ pub struct Env<'a> {
     pub watch: &'a str,
     pub reason: &'a str,
     pub from_version: &'a str,
+    /// The version an operator chose to restore; empty: the previous one.
+    pub to_version: &'a str,
+    /// `auto` or `manual`; empty outside a rollback.
+    pub trigger: &'a str,
+    /// Who asked for a manual rollback (`user@host`).
+    pub operator: &'a str,
 }
 
 /// How long the output pipes may stay open after the command exited: a
@@ -101,6 +109,9 @@ pub async fn run(argv: &[String], env: &Env<'_>, timeout: Duration) -> Result<Ru
         .env("ROLLBACKD_WATCH", env.watch)
         .env("ROLLBACKD_REASON", env.reason)
         .env("ROLLBACKD_FROM_VERSION", env.from_version)
+        .env("ROLLBACKD_TO_VERSION", env.to_version)
+        .env("ROLLBACKD_TRIGGER", env.trigger)
+        .env("ROLLBACKD_OPERATOR", env.operator)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -214,6 +225,9 @@ impl CommandAdapter {
             watch: &self.watch,
             reason,
             from_version,
+            to_version: "",
+            trigger: "",
+            operator: "",
         }
     }
 
@@ -270,7 +284,10 @@ impl CommandAdapter {
                         detail: None,
                     };
                 }
-                let env = self.env(&order.reason, &order.from);
+                let mut env = self.env(&order.reason, &order.from);
+                env.to_version = order.to.as_deref().unwrap_or("");
+                env.trigger = order.trigger.as_str();
+                env.operator = order.operator.as_deref().unwrap_or("");
                 info!(command = %self.target.rollback.join(" "), "running the rollback command");
                 let (result, detail) =
                     match run(&self.target.rollback, &env, self.target.timeout).await {
@@ -292,8 +309,13 @@ impl CommandAdapter {
                     detail,
                 }
             }
-            Action::AwaitRollout { rollback_id, from } => {
-                let result = self.wait_version_change(&from).await;
+            Action::AwaitRollout {
+                rollback_id,
+                from,
+                timeout,
+            } => {
+                let timeout = timeout.map_or(self.rollout_timeout, Duration::from_millis);
+                let result = self.wait_version_change(&from, timeout).await;
                 Answer {
                     input: Input::RolledOut {
                         rollback_id,
@@ -310,11 +332,11 @@ impl CommandAdapter {
     /// at once; after a restart the command may still be running, orphaned,
     /// so this waits for it, bounded by `rollout_timeout`. Without
     /// `current` the command's success is all there is to go by.
-    async fn wait_version_change(&self, from: &str) -> RolloutResult {
+    async fn wait_version_change(&self, from: &str, timeout: Duration) -> RolloutResult {
         let Some(argv) = &self.target.current else {
             return RolloutResult::Complete(None);
         };
-        let deadline = tokio::time::Instant::now() + self.rollout_timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let env = self.env("", from);
         let poll = self
             .interval
@@ -339,7 +361,7 @@ impl CommandAdapter {
             if tokio::time::Instant::now() + poll > deadline {
                 return RolloutResult::Failed(format!(
                     "`current` still reports {from} {} after the rollback",
-                    humantime::format_duration(self.rollout_timeout)
+                    humantime::format_duration(timeout)
                 ));
             }
             tokio::time::sleep(poll).await;
@@ -433,6 +455,9 @@ impl Poller {
             watch: &self.watch,
             reason: "",
             from_version: self.last_version.as_deref().unwrap_or(""),
+            to_version: "",
+            trigger: "",
+            operator: "",
         };
         let polled = now_ms();
         match current(argv, &env, self.timeout).await {
@@ -491,6 +516,9 @@ mod tests {
             watch: "billing",
             reason: "health 500",
             from_version: "v2",
+            to_version: "",
+            trigger: "",
+            operator: "",
         }
     }
 

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Target, Watch};
 use crate::engine::{
-    ActResult, Action, CheckResult, Input, Millis, Recheck, Revision, RolloutResult, Trigger,
+    ActResult, Action, CheckResult, Input, Millis, Recheck, Revision, RolloutResult,
 };
 
 /// Why an adapter could not do what it was asked, by kind.
@@ -102,6 +102,31 @@ impl Answer {
     }
 }
 
+/// How far a rollout has got, for a person watching it: kubectl's
+/// `rollout status` message and, for a workload, its replica counts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct RolloutProgress {
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counts: Option<kubernetes::workload::Counts>,
+}
+
+/// Where a rollout's progress is told; by default nowhere.
+#[derive(Clone, Default)]
+pub struct Progress(Option<Arc<dyn Fn(RolloutProgress) + Send + Sync>>);
+
+impl Progress {
+    pub fn to(f: impl Fn(RolloutProgress) + Send + Sync + 'static) -> Self {
+        Progress(Some(Arc::new(f)))
+    }
+
+    pub fn report(&self, p: RolloutProgress) {
+        if let Some(f) = &self.0 {
+            f(p);
+        }
+    }
+}
+
 /// One revision of a target, as `history` shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct HistoryRow {
@@ -156,12 +181,12 @@ impl Adapter {
         }
     }
 
-    /// Carries out one action and answers it. `trigger` says whose
-    /// rollback it is, for the mark an undo leaves on the target.
-    pub async fn execute(&self, action: Action, trigger: Trigger) -> Answer {
+    /// Carries out one action and answers it; a rollout being waited for
+    /// tells `progress` how far it got.
+    pub async fn execute(&self, action: Action, progress: &Progress) -> Answer {
         match self {
             Adapter::Command(c) => c.execute(action).await,
-            Adapter::Kubernetes(k) => k.execute(action, trigger).await,
+            Adapter::Kubernetes(k) => k.execute(action, progress).await,
             #[cfg(test)]
             Adapter::Fake(f) => f.execute(action).await,
         }

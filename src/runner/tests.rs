@@ -54,6 +54,7 @@ fn lab() -> Lab {
             epoch: EPOCH,
             start: Instant::now(),
         },
+        events: tokio::sync::broadcast::channel(crate::runner::EVENTS_BACKLOG).0,
     });
     let def = Arc::new(config.watches[0].clone());
     Lab {

@@ -60,14 +60,18 @@ impl Journal {
         &self.path
     }
 
-    /// Appends one line, scrubbed of secrets, and waits until it is on disk.
-    pub fn append(&mut self, line: &Line, redactor: &Redactor) -> std::io::Result<()> {
+    /// Appends one line, scrubbed of secrets, and waits until it is on
+    /// disk. Returns the line as written (without its newline), for those
+    /// following the watch.
+    pub fn append(&mut self, line: &Line, redactor: &Redactor) -> std::io::Result<String> {
         let mut v = line.to_value();
         redactor.redact_json(&mut v);
-        let mut bytes = serde_json::to_vec(&v).map_err(std::io::Error::other)?;
-        bytes.push(b'\n');
-        self.file.write_all(&bytes)?;
-        self.file.sync_data()
+        let mut text = serde_json::to_string(&v).map_err(std::io::Error::other)?;
+        text.push('\n');
+        self.file.write_all(text.as_bytes())?;
+        self.file.sync_data()?;
+        text.pop();
+        Ok(text)
     }
 
     /// Every readable line, oldest first, and what could not be read.
@@ -255,6 +259,7 @@ mod tests {
                 outcome: None,
                 reason: None,
                 revision: None,
+                operator: None,
                 checks: Vec::new(),
             }),
         }

@@ -9,7 +9,8 @@ use tracing::{debug, info, warn};
 
 use super::workload::{self, Mark, Object, Refusal, RolloutStatus};
 use super::{ApiFailure, Handle};
-use crate::engine::{ActResult, Order, Recheck, RolloutResult, Trigger};
+use crate::engine::{ActResult, Order, Recheck, RolloutResult};
+use crate::rollback::{Progress, RolloutProgress};
 
 /// How long the controller may take to observe a spec before a re-read
 /// gives up on knowing the current revision.
@@ -32,7 +33,13 @@ async fn read_observed(
 }
 
 /// Before acting: still at the failing revision, not paused, somewhere to go.
-pub async fn recheck(h: &Handle, from: &str, avoid: &[String]) -> Recheck {
+/// `to`, where someone chose it, must be a revision in the history.
+pub async fn recheck(h: &Handle, from: &str, avoid: &[String], to: Option<&str>) -> Recheck {
+    let to = match to.map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return Recheck::NoPrevious,
+    };
     let budget = h.timeout;
     let (obj, history) = match read_observed(h, budget).await {
         Ok(r) => r,
@@ -56,7 +63,11 @@ pub async fn recheck(h: &Handle, from: &str, avoid: &[String]) -> Recheck {
     if obj.paused() {
         return Recheck::Paused;
     }
-    match workload::choose(obj.kind(), obj.name(), &history, None, avoid) {
+    match workload::choose(obj.kind(), obj.name(), &history, to, avoid) {
+        Ok(e) if e.number == current.number => Recheck::Refused(format!(
+            "revision {} is the current one; there is nothing to roll back",
+            e.number
+        )),
         Ok(_) => Recheck::Proceed,
         // Earlier revisions exist, but each was rolled away from once.
         Err(Refusal::NoPrevious(m)) if history.len() >= 2 => Recheck::Refused(m),
@@ -77,10 +88,10 @@ pub struct UndoDetail {
 
 /// Undoes the rollout of `order.from` as `kubectl rollout undo` would,
 /// with a precondition on the workload's `resourceVersion`.
-pub async fn undo(h: &Handle, order: &Order, trigger: Trigger) -> (ActResult, UndoDetail) {
+pub async fn undo(h: &Handle, order: &Order) -> (ActResult, UndoDetail) {
     let mut detail = UndoDetail::default();
     for attempt in 1..=UNDO_ATTEMPTS {
-        match undo_once(h, order, trigger, &mut detail).await {
+        match undo_once(h, order, &mut detail).await {
             Attempt::Done(r) => return (r, detail),
             Attempt::StatusMoved if attempt < UNDO_ATTEMPTS => {
                 debug!(
@@ -111,12 +122,7 @@ enum Attempt {
     StatusMoved,
 }
 
-async fn undo_once(
-    h: &Handle,
-    order: &Order,
-    trigger: Trigger,
-    detail: &mut UndoDetail,
-) -> Attempt {
+async fn undo_once(h: &Handle, order: &Order, detail: &mut UndoDetail) -> Attempt {
     use Attempt::Done;
     let budget = h.timeout;
     let (obj, history) = match read_observed(h, budget).await {
@@ -146,7 +152,18 @@ async fn undo_once(
         return Done(ActResult::Conflict);
     }
     detail.from_images = current.images();
-    let chosen = match workload::choose(obj.kind(), obj.name(), &history, None, &order.avoid) {
+    let to_revision = match order.to.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return Done(ActResult::Refused(format!(
+                "{:?} is not a revision number",
+                order.to.as_deref().unwrap_or("")
+            )));
+        }
+    };
+    let chosen = match workload::choose(obj.kind(), obj.name(), &history, to_revision, &order.avoid)
+    {
         Ok(c) => c.clone(),
         Err(r) => return Done(ActResult::Refused(r.message().to_owned())),
     };
@@ -159,11 +176,9 @@ async fn undo_once(
         rollback_id: order.rollback_id.clone(),
         from: order.from.clone(),
         to: to.to_string(),
-        trigger: match trigger {
-            Trigger::Auto => "auto".into(),
-            Trigger::Manual => "manual".into(),
-        },
+        trigger: order.trigger.as_str().into(),
         reason: order.reason.clone(),
+        operator: order.operator.clone(),
         at: jiff::Timestamp::now()
             .round(jiff::Unit::Second)
             .unwrap_or_else(|_| jiff::Timestamp::now())
@@ -218,9 +233,30 @@ const POLL: Duration = Duration::from_millis(500);
 /// controller has seen its spec, still at `from` and without this
 /// rollback's mark, never got the undo (the daemon stopped between the
 /// journal and the patch): that is said at once, not after `timeout`.
-pub async fn wait(h: &Handle, rollback_id: &str, from: &str, timeout: Duration) -> RolloutResult {
+///
+/// Each change of kubectl's message (and of the replica counts) is told
+/// to `progress`, for a person watching.
+pub async fn wait(
+    h: &Handle,
+    rollback_id: &str,
+    from: &str,
+    timeout: Duration,
+    progress: &Progress,
+) -> RolloutResult {
     let deadline = tokio::time::Instant::now() + timeout;
+    let mut told: Option<RolloutProgress> = None;
+    let mut tell = |message: &str, counts| {
+        let now = RolloutProgress {
+            message: message.to_owned(),
+            counts,
+        };
+        if told.as_ref() != Some(&now) {
+            progress.report(now.clone());
+            told = Some(now);
+        }
+    };
     loop {
+        let mut counts = None;
         let last = match h.read(h.timeout).await {
             Ok((obj, history)) => match obj.current(&history) {
                 Some(cur) if cur.number.to_string() != from => {
@@ -236,8 +272,10 @@ pub async fn wait(h: &Handle, rollback_id: &str, from: &str, timeout: Duration) 
                             cur.number
                         )
                     } else {
+                        counts = Some(obj.counts());
                         match obj.rollout_status() {
-                            RolloutStatus::Complete(_) => {
+                            RolloutStatus::Complete(m) => {
+                                tell(&m, counts);
                                 let rev = super::observe::revision_of(cur, now_ms(), true);
                                 return RolloutResult::Complete(Some(rev));
                             }
@@ -280,6 +318,7 @@ pub async fn wait(h: &Handle, rollback_id: &str, from: &str, timeout: Duration) 
             }
             Err(e) => e.to_string(),
         };
+        tell(&last, counts);
         if tokio::time::Instant::now() + POLL >= deadline {
             return RolloutResult::Failed(format!(
                 "the rollout did not finish within {}: {last}",

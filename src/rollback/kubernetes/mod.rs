@@ -28,7 +28,7 @@ use tracing::{debug, info};
 
 use super::{AdapterError, Answer, Detail, HistoryRow};
 use crate::config::{KubernetesSettings, KubernetesTarget, WorkloadKind};
-use crate::engine::{Action, Input, Revision, Trigger};
+use crate::engine::{Action, Input, Revision};
 use workload::{HistoryEntry, Object};
 
 /// A failed API call, classified.
@@ -472,7 +472,7 @@ impl KubeAdapter {
         (feed, rx)
     }
 
-    pub async fn execute(&self, action: Action, trigger: Trigger) -> Answer {
+    pub async fn execute(&self, action: Action, progress: &crate::rollback::Progress) -> Answer {
         let h = match self.connector.handle(&self.target).await {
             Ok(h) => h,
             Err(e) => return Answer::failed(action, e.to_string()),
@@ -482,15 +482,16 @@ impl KubeAdapter {
                 rollback_id,
                 from,
                 avoid,
+                to,
             } => Answer {
                 input: Input::Rechecked {
                     rollback_id,
-                    result: act::recheck(&h, &from, &avoid).await,
+                    result: act::recheck(&h, &from, &avoid, to.as_deref()).await,
                 },
                 detail: None,
             },
             Action::Undo(order) => {
-                let (result, detail) = act::undo(&h, &order, trigger).await;
+                let (result, detail) = act::undo(&h, &order).await;
                 Answer {
                     input: Input::Acted {
                         rollback_id: order.rollback_id,
@@ -499,8 +500,14 @@ impl KubeAdapter {
                     detail: Some(Detail::Undo(detail)),
                 }
             }
-            Action::AwaitRollout { rollback_id, from } => {
-                let result = act::wait(&h, &rollback_id, &from, self.rollout_timeout).await;
+            Action::AwaitRollout {
+                rollback_id,
+                from,
+                timeout,
+            } => {
+                let timeout =
+                    timeout.map_or(self.rollout_timeout, std::time::Duration::from_millis);
+                let result = act::wait(&h, &rollback_id, &from, timeout, progress).await;
                 Answer {
                     input: Input::RolledOut {
                         rollback_id,

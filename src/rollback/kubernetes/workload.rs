@@ -224,7 +224,51 @@ impl RolloutStatus {
     }
 }
 
+/// Replica counts as `kubectl rollout status` weighs them, for a progress
+/// bar: how many pods the rollout wants, and how many of them run the new
+/// template, are ready and are available.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub desired: i32,
+    pub updated: i32,
+    pub ready: i32,
+    pub available: i32,
+}
+
 impl Object {
+    /// The replica counts of the rollout, from the spec and the status.
+    pub fn counts(&self) -> Counts {
+        match self {
+            Object::Deployment(d) => {
+                let st = d.status.clone().unwrap_or_default();
+                Counts {
+                    desired: d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                    updated: st.updated_replicas.unwrap_or(0),
+                    ready: st.ready_replicas.unwrap_or(0),
+                    available: st.available_replicas.unwrap_or(0),
+                }
+            }
+            Object::StatefulSet(s) => {
+                let st = s.status.clone().unwrap_or_default();
+                Counts {
+                    desired: s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                    updated: st.updated_replicas.unwrap_or(0),
+                    ready: st.ready_replicas.unwrap_or(0),
+                    available: st.available_replicas.unwrap_or(0),
+                }
+            }
+            Object::DaemonSet(d) => {
+                let st = d.status.clone().unwrap_or_default();
+                Counts {
+                    desired: st.desired_number_scheduled,
+                    updated: st.updated_number_scheduled.unwrap_or(0),
+                    ready: st.number_ready,
+                    available: st.number_available.unwrap_or(0),
+                }
+            }
+        }
+    }
+
     pub fn kind(&self) -> WorkloadKind {
         match self {
             Object::Deployment(_) => WorkloadKind::Deployment,
@@ -500,6 +544,9 @@ pub struct Mark {
     pub trigger: String,
     pub reason: String,
     pub at: String,
+    /// Who asked, for a manual rollback (`user@host`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
 }
 
 impl Mark {

@@ -333,6 +333,7 @@ fn mark() -> Mark {
         trigger: "auto".into(),
         reason: "health failed".into(),
         at: "2026-11-21T10:10:00Z".into(),
+        operator: None,
     }
 }
 
